@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# SC2016: the bash -c snippets get their values as "$1"/"$2" on purpose; SC2317: trap handler.
+# shellcheck disable=SC2016,SC2317
 # Checks the observability artifacts that need no running chat server:
 #   deploy/prometheus/alerts.yml       promtool check rules + unit tests + conventions
 #   deploy/prometheus/alerts.test.yml  covers every alert with a firing case
