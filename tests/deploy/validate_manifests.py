@@ -1,0 +1,385 @@
+#!/usr/bin/env python3
+"""Validate `helm template` output of helm/jobsphere-chat.
+
+  validate_manifests.py --profile default|all-on RENDERED.yaml
+
+1. Every built-in kind against the Kubernetes OpenAPI schemas bundled (offline) in the PyPI
+   package kubernetes-validate, in strict mode (unknown fields are errors), for each Kubernetes
+   version of the profile.
+2. The Prometheus Operator kinds, which have no bundled schema: apiVersion/kind/metadata, the
+   ServiceMonitor endpoint, and the PrometheusRule's groups (parsed, shaped like a rule file,
+   equal to files/alerts.yml); the Grafana dashboard ConfigMap (label, JSON equal to the file).
+3. What the chart promises (DESIGN.md section 8 and the deployment brief): rollout strategy,
+   probes, drain timing, security context, env names, selectors that match, and so on.
+
+Prints `PASS name` / `FAIL name: why` lines (tests/deploy/check.sh counts them); exit 1 on any FAIL.
+"""
+
+import argparse
+import functools
+import json
+import pathlib
+import sys
+
+import yaml
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+CHART = ROOT / "helm" / "jobsphere-chat"
+
+# Kubernetes versions to validate against: the chart's floor (kubeVersion >=1.27) and a current
+# one. The all-on profile uses the kubelet sleep action for preStop, which needs 1.30.
+VERSIONS = {"default": ["1.27.0", "1.33.0"], "all-on": ["1.30.0", "1.33.0"]}
+
+CRD_KINDS = {
+    "ServiceMonitor": "monitoring.coreos.com/v1",
+    "PrometheusRule": "monitoring.coreos.com/v1",
+}
+CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "PriorityClass"}
+
+# DESIGN.md section 2, plus the settings the app accepts beyond it.
+ENV_NAMES = {
+    "CHAT_ADDR", "CHAT_METRICS_ADDR", "CHAT_DATA_DIR", "REDIS_URL", "MONGODB_URI", "MONGODB_DB",
+    "JWT_SECRET", "JWT_PUBLIC_KEY_FILE", "NODE_ID", "PRESENCE_TTL_SECS", "RATE_LIMIT_MESSAGES",
+    "RATE_LIMIT_WINDOW_SECS", "CORS_ORIGINS", "OTEL_EXPORTER_OTLP_ENDPOINT", "RUST_LOG", "LOG_FORMAT",
+    "CHAT_REDIS_PREFIX", "CHAT_SHUTDOWN_GRACE_SECS", "CHAT_DRAIN_DELAY_SECS",
+}
+# Set through extraEnv in tests/deploy/values-all-on.yaml.
+EXTRA_ENV_NAMES = {"RUST_BACKTRACE"}
+SECRET_ENV = ("JWT_SECRET", "MONGODB_URI", "REDIS_URL")
+
+EXPECTED_KINDS = {
+    "default": {"ServiceAccount", "ConfigMap", "Service", "Deployment", "Ingress", "PodDisruptionBudget"},
+    "all-on": {"ServiceAccount", "ConfigMap", "Service", "Deployment", "Ingress", "PodDisruptionBudget",
+               "Secret", "HorizontalPodAutoscaler", "ServiceMonitor", "PrometheusRule", "NetworkPolicy"},
+}
+
+
+class Checks:
+    def __init__(self):
+        self.failed = 0
+        self.passed = 0
+
+    def check(self, name, fn):
+        try:
+            fn()
+        except AssertionError as e:
+            self.failed += 1
+            print(f"FAIL {name}: {e}")
+        except Exception as e:  # a crash in a check is a failure of that check, not of the run
+            self.failed += 1
+            print(f"FAIL {name}: {type(e).__name__}: {e}")
+        else:
+            self.passed += 1
+            print(f"PASS {name}")
+
+
+def one(docs, kind, pred=lambda d: True):
+    found = [d for d in docs if d["kind"] == kind and pred(d)]
+    assert len(found) == 1, f"expected one {kind}, found {len(found)}"
+    return found[0]
+
+
+def matches(selector, labels):
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def k8s_validator():
+    from kubernetes_validate import utils
+
+    # The package re-reads (multi-MB) schema files on every call; cache them.
+    utils.schema_contents = functools.lru_cache(maxsize=None)(utils.schema_contents)
+
+    def validate(doc, version):
+        try:
+            utils.validate(doc, version, strict=True)
+        except utils.ValidationError as e:
+            path = "/".join(str(p) for p in e.path)
+            raise AssertionError(f"{doc['kind']}/{doc['metadata']['name']} at {path or '/'}: {e.message}")
+        except utils.SchemaNotFoundError as e:
+            raise AssertionError(e.message)
+
+    return validate
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--profile", choices=sorted(VERSIONS), required=True)
+    ap.add_argument("--namespace", default="jobsphere")
+    ap.add_argument("--secret-name", default="jobsphere-chat", help="Secret the env must reference")
+    ap.add_argument("rendered")
+    args = ap.parse_args()
+    profile = args.profile
+    c = Checks()
+
+    text = pathlib.Path(args.rendered).read_text()
+    docs = [d for d in yaml.safe_load_all(text) if d]
+    kinds = {d["kind"] for d in docs}
+
+    def c_kinds():
+        want = EXPECTED_KINDS[profile]
+        assert want <= kinds, f"missing kinds: {sorted(want - kinds)}"
+        extra = kinds - want
+        assert not extra, f"unexpected kinds: {sorted(extra)}"
+        if profile == "default":
+            assert "Secret" not in kinds, "defaults must not create a Secret (existingSecret)"
+
+    c.check(f"{profile}: rendered kinds", c_kinds)
+
+    def c_meta():
+        seen = set()
+        for d in docs:
+            assert d.get("apiVersion") and d.get("kind"), f"missing apiVersion/kind: {d}"
+            md = d.get("metadata") or {}
+            assert md.get("name"), f"{d['kind']} without metadata.name"
+            key = (d["kind"], md.get("namespace"), md["name"])
+            assert key not in seen, f"duplicate {key}"
+            seen.add(key)
+            if d["kind"] not in CLUSTER_SCOPED:
+                assert md.get("namespace"), f"{d['kind']}/{md['name']} has no namespace"
+            labels = md.get("labels") or {}
+            for label in ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/managed-by"):
+                assert label in labels, f"{d['kind']}/{md['name']} lacks label {label}"
+
+    c.check(f"{profile}: metadata of every object", c_meta)
+
+    validate = k8s_validator()
+    for version in VERSIONS[profile]:
+        for d in docs:
+            if d["kind"] in CRD_KINDS:
+                continue
+            c.check(f"{profile}: k8s {version} schema {d['kind']}/{d['metadata']['name']}",
+                    functools.partial(validate, d, version))
+
+    # ---- CRDs and monitoring content -------------------------------------------------------
+    alerts_file = CHART / "files" / "alerts.yml"
+    dashboard_file = CHART / "files" / "jobsphere-chat.json"
+
+    for d in docs:
+        if d["kind"] in CRD_KINDS:
+            def c_crd(d=d):
+                assert d["apiVersion"] == CRD_KINDS[d["kind"]], f"{d['kind']} apiVersion {d['apiVersion']}"
+                assert isinstance(d.get("spec"), dict), "spec missing"
+            c.check(f"{profile}: {d['kind']} apiVersion/kind/metadata", c_crd)
+
+    if "ServiceMonitor" in kinds:
+        def c_sm():
+            sm = one(docs, "ServiceMonitor")
+            svc = one(docs, "Service")
+            ports = {p["name"] for p in svc["spec"]["ports"]}
+            eps = sm["spec"]["endpoints"]
+            assert eps and all(e["port"] in ports for e in eps), f"endpoint ports {eps} not in Service ports {ports}"
+            assert eps[0]["port"] == "metrics" and eps[0].get("path", "/metrics") == "/metrics"
+            assert matches(sm["spec"]["selector"]["matchLabels"], svc["metadata"]["labels"]), "selector misses the Service"
+            assert svc["metadata"]["namespace"] in sm["spec"]["namespaceSelector"]["matchNames"]
+            jobs = [r for r in eps[0].get("relabelings", []) if r.get("targetLabel") == "job"]
+            assert jobs and jobs[0]["replacement"] == "jobsphere-chat", "job label must be jobsphere-chat (alerts select on it)"
+        c.check(f"{profile}: ServiceMonitor scrapes the metrics port as job jobsphere-chat", c_sm)
+
+    if "PrometheusRule" in kinds:
+        def c_rules():
+            pr = one(docs, "PrometheusRule")
+            groups = pr["spec"].get("groups")
+            assert isinstance(groups, list), "spec.groups is not a list"
+            names = set()
+            for g in groups:
+                assert isinstance(g.get("name"), str) and g["name"] not in names, f"bad/duplicate group name {g.get('name')}"
+                names.add(g["name"])
+                assert isinstance(g.get("rules"), list), f"group {g['name']} has no rules list"
+                for r in g["rules"]:
+                    assert ("alert" in r) != ("record" in r), f"rule needs exactly one of alert/record: {r}"
+                    assert isinstance(r.get("expr"), (str, int, float)) and str(r["expr"]).strip(), f"rule without expr: {r}"
+                    if "alert" in r:
+                        assert "severity" in (r.get("labels") or {}), f"alert {r['alert']} has no severity"
+            source = yaml.safe_load(alerts_file.read_text())
+            assert pr["spec"] == source, "PrometheusRule spec differs from files/alerts.yml"
+        c.check(f"{profile}: PrometheusRule groups parse and equal files/alerts.yml", c_rules)
+
+    dashboards = [d for d in docs if d["kind"] == "ConfigMap"
+                  and (d["metadata"].get("labels") or {}).get("grafana_dashboard") == "1"]
+    if profile == "all-on":
+        def c_dash():
+            assert len(dashboards) == 1, f"expected one dashboard ConfigMap, found {len(dashboards)}"
+            data = dashboards[0]["data"]
+            assert list(data) == ["jobsphere-chat.json"], f"keys {list(data)}"
+            rendered = data["jobsphere-chat.json"]
+            json.loads(rendered)
+            # The ConfigMap may drop the file's final newline; nothing else may change.
+            assert rendered.rstrip("\n") == dashboard_file.read_text().rstrip("\n"), \
+                "dashboard differs from files/jobsphere-chat.json"
+        c.check(f"{profile}: Grafana dashboard ConfigMap (label grafana_dashboard=1, JSON = file)", c_dash)
+    else:
+        def c_no_dash():
+            assert not dashboards, "the dashboard ConfigMap is opt-in"
+        c.check(f"{profile}: no dashboard ConfigMap by default", c_no_dash)
+
+    # ---- the chart's promises ----------------------------------------------------------------
+    dep = one(docs, "Deployment")
+    pod = dep["spec"]["template"]
+    spec = pod["spec"]
+    ctr = next(x for x in spec["containers"] if x["name"] == "chat")
+    cm = one(docs, "ConfigMap", lambda d: "CHAT_ADDR" in (d.get("data") or {}))
+    svc = one(docs, "Service")
+
+    def c_rollout():
+        if profile == "default":
+            assert dep["spec"].get("replicas") == 3, f"replicas {dep['spec'].get('replicas')}"
+        else:
+            assert "replicas" not in dep["spec"], "with the HPA the Deployment must not set replicas"
+        st = dep["spec"]["strategy"]
+        assert st["type"] == "RollingUpdate"
+        assert st["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}, st["rollingUpdate"]
+        assert matches(dep["spec"]["selector"]["matchLabels"], pod["metadata"]["labels"]), "selector misses pods"
+
+    c.check(f"{profile}: Deployment rollout (3 replicas or HPA, maxUnavailable 0, maxSurge 1)", c_rollout)
+
+    def c_probes():
+        want = {"startupProbe": "/healthz", "readinessProbe": "/readyz", "livenessProbe": "/healthz"}
+        for probe, path in want.items():
+            p = ctr.get(probe)
+            assert p, f"{probe} missing"
+            assert p["httpGet"]["path"] == path and p["httpGet"]["port"] == "http", f"{probe}: {p['httpGet']}"
+            assert p.get("timeoutSeconds", 1) >= 1
+
+    c.check(f"{profile}: probes (startup+liveness /healthz, readiness /readyz)", c_probes)
+
+    def c_drain():
+        pre = ctr["lifecycle"]["preStop"]
+        if "exec" in pre:
+            cmd = pre["exec"]["command"]
+            assert cmd[0] == "/bin/sleep" and len(cmd) == 2, f"preStop {cmd}"
+            sleep = int(cmd[1])
+        else:
+            sleep = int(pre["sleep"]["seconds"])
+        assert sleep > 0
+        grace = int(cm["data"]["CHAT_SHUTDOWN_GRACE_SECS"])
+        drain = int(cm["data"]["CHAT_DRAIN_DELAY_SECS"])
+        assert grace > drain, "shutdown grace must exceed the drain delay"
+        tgps = spec["terminationGracePeriodSeconds"]
+        assert tgps > sleep + grace, f"terminationGracePeriodSeconds {tgps} <= preStop {sleep} + grace {grace}"
+
+    c.check(f"{profile}: preStop drain and terminationGracePeriodSeconds > preStop + shutdown grace", c_drain)
+
+    def c_security():
+        psc = spec["securityContext"]
+        assert psc.get("runAsNonRoot") is True and psc.get("runAsUser") == 10001, psc
+        assert psc.get("seccompProfile", {}).get("type") == "RuntimeDefault", psc
+        sc = ctr["securityContext"]
+        assert sc.get("readOnlyRootFilesystem") is True, sc
+        assert sc.get("allowPrivilegeEscalation") is False, sc
+        assert sc.get("capabilities", {}).get("drop") == ["ALL"], sc
+        assert not sc.get("privileged"), sc
+        assert spec.get("automountServiceAccountToken") is False
+        assert spec.get("enableServiceLinks") is False
+        mounts = {m["mountPath"]: m["name"] for m in ctr["volumeMounts"]}
+        vols = {v["name"]: v for v in spec["volumes"]}
+        for path in ("/data", "/tmp"):
+            assert path in mounts and "emptyDir" in vols[mounts[path]], f"{path} must be an emptyDir mount"
+        assert cm["data"]["CHAT_DATA_DIR"] == "/data"
+
+    c.check(f"{profile}: non-root, read-only root fs, no capabilities, seccomp, emptyDir /data", c_security)
+
+    def c_resources():
+        res = ctr["resources"]
+        assert res["requests"].get("cpu") and res["requests"].get("memory"), "cpu/memory requests (HPA needs cpu)"
+        assert res["limits"].get("memory"), "memory limit"
+
+    c.check(f"{profile}: resources", c_resources)
+
+    def c_env():
+        env = {e["name"]: e for e in ctr["env"]}
+        names = set(env) | set(cm["data"])
+        unknown = names - ENV_NAMES - (EXTRA_ENV_NAMES if profile == "all-on" else set())
+        assert not unknown, f"env names not in DESIGN.md: {sorted(unknown)}"
+        assert env["NODE_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+        secret_name = args.secret_name
+        for name in SECRET_ENV:
+            ref = env[name]["valueFrom"]["secretKeyRef"]
+            assert ref["name"] == secret_name, f"{name} from Secret {ref['name']}, want {secret_name}"
+            assert ref["key"] == name
+        assert cm["data"]["CHAT_ADDR"] == "0.0.0.0:3000" and cm["data"]["CHAT_METRICS_ADDR"] == "0.0.0.0:9100"
+        assert cm["data"]["LOG_FORMAT"] == "json"
+        assert [f["configMapRef"]["name"] for f in ctr["envFrom"] if "configMapRef" in f][0] == cm["metadata"]["name"]
+        ann = pod["metadata"]["annotations"]
+        assert len(ann.get("checksum/config", "")) == 64, "checksum/config annotation"
+        if profile == "all-on":
+            assert len(ann.get("checksum/secret", "")) == 64, "checksum/secret annotation"
+            sec = one(docs, "Secret")
+            assert set(sec["stringData"]) == set(SECRET_ENV), sorted(sec["stringData"])
+            assert cm["data"]["JWT_PUBLIC_KEY_FILE"].startswith("/"), "JWT_PUBLIC_KEY_FILE"
+            mounts = [m["mountPath"] for m in ctr["volumeMounts"]]
+            assert any(cm["data"]["JWT_PUBLIC_KEY_FILE"].startswith(m + "/") for m in mounts), "public key not mounted"
+
+    c.check(f"{profile}: env (DESIGN names, NODE_ID from pod name, secrets by secretKeyRef, config checksum)", c_env)
+
+    def c_ports():
+        cports = {p["name"]: p["containerPort"] for p in ctr["ports"]}
+        assert cports == {"http": 3000, "metrics": 9100}, cports
+        sports = {p["name"]: (p["port"], p["targetPort"]) for p in svc["spec"]["ports"]}
+        assert sports == {"http": (3000, "http"), "metrics": (9100, "metrics")}, sports
+        assert matches(svc["spec"]["selector"], pod["metadata"]["labels"]), "Service selector misses pods"
+
+    c.check(f"{profile}: Service http 3000 + metrics 9100 selecting the pods", c_ports)
+
+    def c_spread():
+        tsc = spec.get("topologySpreadConstraints") or []
+        keys = {t["topologyKey"] for t in tsc}
+        assert {"topology.kubernetes.io/zone", "kubernetes.io/hostname"} <= keys, keys
+        for t in tsc:
+            assert matches(t["labelSelector"]["matchLabels"], pod["metadata"]["labels"])
+
+    c.check(f"{profile}: topologySpreadConstraints over zones and nodes", c_spread)
+
+    def c_ingress():
+        ing = one(docs, "Ingress")
+        ann = ing["metadata"]["annotations"]
+        want = {
+            "nginx.ingress.kubernetes.io/proxy-read-timeout": "3600",
+            "nginx.ingress.kubernetes.io/proxy-send-timeout": "3600",
+            "nginx.ingress.kubernetes.io/affinity": "cookie",
+        }
+        for k, v in want.items():
+            assert ann.get(k) == v, f"{k}={ann.get(k)!r}"
+        paths = [p for r in ing["spec"]["rules"] for p in r["http"]["paths"]]
+        for p in paths:
+            assert p["backend"]["service"]["name"] == svc["metadata"]["name"]
+            assert p["backend"]["service"]["port"]["name"] == "http"
+        if profile == "all-on":
+            assert ing["spec"]["tls"][0]["hosts"] == [ing["spec"]["rules"][0]["host"]]
+
+    c.check(f"{profile}: Ingress (websocket timeouts 3600, cookie affinity, backend http)", c_ingress)
+
+    def c_pdb():
+        pdb = one(docs, "PodDisruptionBudget")
+        assert matches(pdb["spec"]["selector"]["matchLabels"], pod["metadata"]["labels"])
+        assert ("maxUnavailable" in pdb["spec"]) != ("minAvailable" in pdb["spec"])
+
+    c.check(f"{profile}: PodDisruptionBudget selects the pods", c_pdb)
+
+    if profile == "all-on":
+        def c_hpa():
+            hpa = one(docs, "HorizontalPodAutoscaler")
+            assert hpa["apiVersion"] == "autoscaling/v2"
+            ref = hpa["spec"]["scaleTargetRef"]
+            assert (ref["kind"], ref["name"]) == ("Deployment", dep["metadata"]["name"])
+            assert hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"
+            assert hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
+        c.check(f"{profile}: HPA autoscaling/v2 on CPU targets the Deployment", c_hpa)
+
+        def c_netpol():
+            np_ = one(docs, "NetworkPolicy")
+            assert matches(np_["spec"]["podSelector"]["matchLabels"], pod["metadata"]["labels"])
+            cports = {p["name"] for p in ctr["ports"]}
+            for rule in np_["spec"]["ingress"]:
+                for p in rule["ports"]:
+                    assert p["port"] in cports, f"NetworkPolicy port {p['port']} is no container port"
+            assert "Egress" in np_["spec"]["policyTypes"]
+            dns = np_["spec"]["egress"][0]["ports"]
+            assert {p["port"] for p in dns} == {53}
+        c.check(f"{profile}: NetworkPolicy matches pods and named ports", c_netpol)
+
+    print(f"{profile}: {c.passed} passed, {c.failed} failed", file=sys.stderr)
+    return 1 if c.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
