@@ -1,0 +1,253 @@
+//! Wiring: builds a node from its configuration (store, coordination backends, Socket.IO with
+//! the local or Redis adapter, REST) and runs it until the shutdown signal, then drains.
+
+use std::{
+    future::Future,
+    net::SocketAddr,
+    ops::Deref,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use anyhow::Context;
+use serde::Serialize;
+use tokio::{net::TcpListener, sync::Notify};
+
+use crate::{
+    auth::Jwt,
+    chat::service::ChatService,
+    cluster::Cluster,
+    config::Config,
+    coord::{
+        Cache, LimitKind, Quota, RateLimiter,
+        local::{LocalCache, LocalPresence, LocalRateLimiter},
+        presence::PresenceTracker,
+    },
+    http,
+    realtime::{self, fanout::Fanout},
+    store::{Store, sqlite::SqliteStore},
+    telemetry::{metered_store::MeteredStore, metrics as m},
+};
+
+/// Cheap handles shared by axum and socketioxide.
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+pub struct Inner {
+    pub config: Config,
+    pub node_id: String,
+    pub jwt: Jwt,
+    pub chat: Arc<ChatService>,
+    store: Arc<dyn Store>,
+    cluster: Option<Cluster>,
+    sqlite: Option<Arc<SqliteStore>>,
+    draining: AtomicBool,
+}
+
+impl Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Readiness {
+    pub ready: bool,
+    pub checks: serde_json::Value,
+}
+
+impl AppState {
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Store and Redis reachable (each bounded by `within`) and not draining.
+    pub async fn readiness(&self, within: Duration) -> Readiness {
+        let store = async { matches!(tokio::time::timeout(within, self.store.ping()).await, Ok(Ok(()))) };
+        let redis = async {
+            match &self.cluster {
+                None => None,
+                Some(c) => Some(c.ping(within).await),
+            }
+        };
+        let (store_ok, redis_ok) = tokio::join!(store, redis);
+        let draining = self.is_draining();
+        let ready = store_ok && redis_ok.unwrap_or(true) && !draining;
+        metrics::gauge!(m::READY).set(if ready { 1.0 } else { 0.0 });
+        Readiness { ready, checks: serde_json::json!({ "store": store_ok, "redis": redis_ok, "draining": draining }) }
+    }
+}
+
+/// Opens the configured store (SQLite in `CHAT_DATA_DIR`, or MongoDB) and migrates it.
+pub async fn open_store(config: &Config) -> anyhow::Result<(Arc<dyn Store>, Option<Arc<SqliteStore>>)> {
+    let (store, sqlite): (Arc<dyn Store>, Option<Arc<SqliteStore>>) = match &config.mongodb_uri {
+        Some(uri) => (crate::store::mongo::connect(uri, &config.mongodb_db).await?, None),
+        None => {
+            let s = Arc::new(SqliteStore::open_dir(&config.data_dir).context("opening the SQLite store")?);
+            (s.clone(), Some(s))
+        }
+    };
+    let store: Arc<dyn Store> = Arc::new(MeteredStore(store));
+    store.migrate().await.context("migrating the store")?;
+    Ok((store, sqlite))
+}
+
+/// Runs a node on `listener` until `shutdown` resolves, then drains (DESIGN §8).
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    config.validate()?;
+    let node_id = config.node_id();
+    let jwt = Jwt::from_config(&config).context("loading JWT key material")?;
+    let (store, sqlite) = open_store(&config).await?;
+    let message_quota = Quota { limit: config.rate_limit_messages, window: config.rate_limit_window() };
+    let connect_quota = Quota { limit: config.rate_limit_connects, window: config.connect_window() };
+
+    let cluster = match &config.redis_url {
+        Some(url) => Some(
+            Cluster::connect(url, &config.redis_prefix, &node_id, config.presence_ttl())
+                .await
+                .context("connecting to Redis")?,
+        ),
+        None => None,
+    };
+    let (presence, cache, limiter): (PresenceTracker, Arc<dyn Cache>, Arc<dyn RateLimiter>) = match &cluster {
+        Some(c) => (
+            PresenceTracker::new(c.presence()),
+            c.cache(),
+            c.rate_limiter(&[(LimitKind::Message, message_quota), (LimitKind::Connection, connect_quota)]),
+        ),
+        None => {
+            let limiter = Arc::new(LocalRateLimiter::new(&[
+                (LimitKind::Message, message_quota),
+                (LimitKind::Connection, connect_quota),
+            ]));
+            let sweeper = limiter.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    sweeper.sweep();
+                }
+            });
+            (PresenceTracker::new(Arc::new(LocalPresence::default())), Arc::new(LocalCache::default()), limiter)
+        }
+    };
+
+    // The Socket.IO handle must exist before the service (which emits through it), and the
+    // namespace handlers need the state: build io, then state, then register the namespace.
+    let builder = realtime::builder();
+    let (io_layer_router, fanout): (Box<dyn FnOnce(axum::Router) -> axum::Router + Send>, Fanout) = match &cluster {
+        None => {
+            let (layer, io) = builder.build_layer();
+            (Box::new(move |r| realtime::attach(r, layer)), Fanout::Local(io))
+        }
+        Some(c) => {
+            let adapter = c.adapter().await.context("starting the Redis adapter")?;
+            let (layer, io) = builder.with_adapter::<socketioxide_redis::FredAdapter<_>>(adapter).build_layer();
+            (Box::new(move |r| realtime::attach(r, layer)), Fanout::Redis(io))
+        }
+    };
+    let chat = Arc::new(ChatService::new(store.clone(), cache, limiter, presence, fanout.clone()));
+    let state = AppState(Arc::new(Inner {
+        config: config.clone(),
+        node_id: node_id.clone(),
+        jwt,
+        chat: chat.clone(),
+        store,
+        cluster: cluster.clone(),
+        sqlite,
+        draining: AtomicBool::new(false),
+    }));
+    match &fanout {
+        Fanout::Local(io) => realtime::register(io, state.clone()),
+        Fanout::Redis(io) => realtime::register(io, state.clone()).await.context("registering the namespace")?,
+    }
+
+    let background = spawn_background(&state);
+    let app = io_layer_router(http::router(state.clone()));
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, node = %node_id, store = state.store.kind(), cluster = cluster.is_some(), "chat node listening");
+
+    let stop_accepting = Arc::new(Notify::new());
+    let stop = stop_accepting.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move { stop.notified().await })
+            .await
+    });
+
+    shutdown.await;
+    drain(&state, &fanout, &stop_accepting, server).await;
+    background.abort();
+    if let Some(c) = &cluster {
+        c.quit().await;
+    }
+    tracing::info!("node stopped");
+    Ok(())
+}
+
+/// SIGTERM sequence: not-ready → wait for the load balancer → stop accepting → close sockets
+/// (clients reconnect elsewhere) → leave presence → let in-flight work finish, all within the
+/// grace period.
+async fn drain(
+    state: &AppState,
+    fanout: &Fanout,
+    stop_accepting: &Notify,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    let grace = Duration::from_secs(state.config.shutdown_grace_secs);
+    let deadline = tokio::time::Instant::now() + grace;
+    state.draining.store(true, Ordering::SeqCst);
+    metrics::gauge!(m::READY).set(0.0);
+    tracing::info!("draining: readiness off");
+    tokio::time::sleep(Duration::from_secs(state.config.drain_delay_secs)).await;
+    stop_accepting.notify_one();
+    let users = state.chat.presence().local_users();
+    fanout.close(Duration::from_secs(5)).await;
+    for u in users {
+        // on_disconnect does not run on close: leave presence here (other nodes keep theirs).
+        state.chat.socket_disconnected_all(&u).await;
+    }
+    if tokio::time::timeout_at(deadline, server).await.is_err() {
+        tracing::warn!("in-flight requests did not finish within the grace period");
+    }
+}
+
+fn spawn_background(state: &AppState) -> tokio::task::JoinHandle<()> {
+    let st = state.clone();
+    tokio::spawn(async move {
+        let refresh_every = (st.config.presence_ttl() / 3).max(Duration::from_millis(500));
+        let mut tick = tokio::time::interval(refresh_every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let process = metrics_process::Collector::default();
+        process.describe();
+        loop {
+            tick.tick().await;
+            if let Err(e) = st.chat.presence().refresh().await {
+                tracing::warn!(error = %e, "presence refresh failed");
+            }
+            match st.chat.presence().backend().reap().await {
+                Ok(gone) => {
+                    for (user, t) in gone {
+                        st.chat.announce(&user, false, Some(t)).await;
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "presence reaping failed"),
+            }
+            process.collect();
+            if let Some(s) = &st.sqlite {
+                let (active, idle, max) = s.pool_status();
+                metrics::gauge!(m::DB_POOL_CONNECTIONS, "state" => "active").set(active as f64);
+                metrics::gauge!(m::DB_POOL_CONNECTIONS, "state" => "idle").set(idle as f64);
+                metrics::gauge!(m::DB_POOL_CONNECTIONS, "state" => "max").set(max as f64);
+            }
+            let _ = st.readiness(Duration::from_millis(800)).await;
+        }
+    })
+}

@@ -1,0 +1,140 @@
+//! Cluster mode: everything that goes through Redis. One command client (presence, caches,
+//! rate limits) and one subscriber client for socketioxide's Redis adapter (sharded pub/sub).
+//!
+//! fred defaults that lose messages silently are overridden here (see NOTES-socketioxide.md):
+//! RESP3 is forced (the adapter needs `SPUBLISH`), clients reconnect forever with backoff,
+//! commands time out instead of hanging while Redis is down, the pub/sub broadcast channel is
+//! large, and shard channels are re-subscribed after every reconnect.
+//!
+//! Keys (all under the configurable prefix `P`, so deployments can share a Redis):
+//! - `P:presence:{user}` zset node → expiry ms; `P:node:{node}:users` set; `P:nodes` zset
+//!   node → heartbeat expiry ms; `P:lastseen:{user}` ms — see [`presence`];
+//! - `P:gen:{user}`, `P:cache:{kind}:{user}:{gen}:{variant}` — see [`cache`];
+//! - `P:rl:{kind}:{key}` GCRA state — see [`ratelimit`];
+//! - channels `P-socket.io…` of the adapter.
+//!
+//! Keys of one operation are not co-located in one hash slot: standalone Redis (or a single
+//! shard), not Redis Cluster.
+
+use std::{sync::Arc, time::Duration};
+
+use fred::{
+    clients::SubscriberClient,
+    prelude::{Builder, Client, ClientLike, Config as FredConfig, EventInterface, PubsubInterface, ReconnectPolicy},
+    types::RespVersion,
+};
+use socketioxide_redis::{RedisAdapterConfig, RedisAdapterCtr, drivers::fred::FredDriver};
+
+use crate::coord::{Cache, LimitKind, PresenceBackend, Quota, RateLimiter};
+
+pub mod cache;
+pub mod presence;
+pub mod ratelimit;
+
+/// Commands fail after this instead of hanging while Redis is unreachable.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+/// fred's default (32) drops pub/sub bursts; the only trace is a `lagged` warning.
+const BROADCAST_CAPACITY: usize = 16_384;
+/// The adapter's per-channel queue; drops when full.
+const ADAPTER_STREAM_BUFFER: usize = 16_384;
+
+#[derive(Clone)]
+pub struct Cluster {
+    client: Client,
+    subscriber: SubscriberClient,
+    prefix: Arc<str>,
+    node_id: Arc<str>,
+    ttl: Duration,
+}
+
+fn builder(url: &str) -> anyhow::Result<Builder> {
+    let mut config = FredConfig::from_url(url)?;
+    // fred ignores `?protocol=resp3`; with RESP2 every adapter emit fails.
+    config.version = RespVersion::RESP3;
+    let mut b = Builder::from_config(config);
+    b.with_performance_config(|p| {
+        p.default_command_timeout = COMMAND_TIMEOUT;
+        p.broadcast_channel_capacity = BROADCAST_CAPACITY;
+    })
+    .with_connection_config(|c| {
+        c.connection_timeout = Duration::from_secs(2);
+        c.internal_command_timeout = COMMAND_TIMEOUT;
+        c.max_command_attempts = 2;
+        c.unresponsive.max_timeout = Some(Duration::from_secs(5));
+    })
+    // Without a policy fred never reconnects after a blip; 0 attempts = retry forever.
+    .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2));
+    Ok(b)
+}
+
+impl Cluster {
+    /// Connects both clients; fails at once if Redis is unreachable at start.
+    pub async fn connect(url: &str, prefix: &str, node_id: &str, ttl: Duration) -> anyhow::Result<Self> {
+        let b = builder(url)?;
+        let client = b.build()?;
+        client.init().await?;
+        let subscriber = b.build_subscriber_client()?;
+        Ok(Self { client, subscriber, prefix: prefix.into(), node_id: node_id.into(), ttl })
+    }
+
+    /// The adapter constructor; also starts re-subscription after reconnects.
+    pub async fn adapter(&self) -> anyhow::Result<RedisAdapterCtr<FredDriver>> {
+        let config = RedisAdapterConfig::new()
+            .with_prefix(format!("{}-socket.io", self.prefix))
+            .with_stream_buffer(ADAPTER_STREAM_BUFFER);
+        // `new_with_fred_config` calls `init()` itself.
+        let ctr = RedisAdapterCtr::new_with_fred_config(self.subscriber.clone(), config).await?;
+        spawn_resubscriber(self.subscriber.clone());
+        Ok(ctr)
+    }
+
+    pub fn presence(&self) -> Arc<dyn PresenceBackend> {
+        Arc::new(presence::RedisPresence::new(self.client.clone(), &self.prefix, &self.node_id, self.ttl))
+    }
+
+    pub fn cache(&self) -> Arc<dyn Cache> {
+        Arc::new(cache::RedisCache::new(self.client.clone(), &self.prefix))
+    }
+
+    pub fn rate_limiter(&self, quotas: &[(LimitKind, Quota)]) -> Arc<dyn RateLimiter> {
+        Arc::new(ratelimit::RedisRateLimiter::new(self.client.clone(), &self.prefix, quotas))
+    }
+
+    /// Both clients connected and Redis answering PING within `within`.
+    pub async fn ping(&self, within: Duration) -> bool {
+        if !self.client.is_connected() || !self.subscriber.is_connected() {
+            return false;
+        }
+        let ping = self.client.ping::<String>(None);
+        matches!(tokio::time::timeout(within, ping).await, Ok(Ok(_)))
+    }
+
+    pub async fn quit(&self) {
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            let _ = self.subscriber.quit().await;
+            let _ = self.client.quit().await;
+        })
+        .await;
+    }
+}
+
+/// After a reconnect the subscriber no longer receives remote broadcasts until its shard
+/// channels are subscribed again (fred restores only some). The first event is the initial
+/// connection and is skipped.
+fn spawn_resubscriber(sub: SubscriberClient) {
+    let mut rx = sub.reconnect_rx();
+    tokio::spawn(async move {
+        let mut first = true;
+        while let Ok(_server) = rx.recv().await {
+            if std::mem::take(&mut first) {
+                continue;
+            }
+            for ch in sub.tracked_shard_channels() {
+                if let Err(e) = sub.ssubscribe(ch.to_string()).await {
+                    tracing::warn!(error = %e, channel = %ch, "re-subscribing after reconnect failed");
+                }
+            }
+            tracing::info!("Redis reconnected: adapter channels re-subscribed");
+        }
+    });
+}

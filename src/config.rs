@@ -1,0 +1,230 @@
+//! Node configuration: environment variables of DESIGN §2, mirrored as clap flags.
+//!
+//! Everything is parsed and validated once at start; a bad value stops the node with a message
+//! that names the variable.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "jobsphere-chat", version, about = "JobSphere real-time chat node")]
+pub struct Cli {
+    #[command(flatten)]
+    pub config: Config,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a chat node (the default).
+    Serve,
+    /// Print a signed JWT for a user and register the user in the store.
+    Token(TokenArgs),
+    /// Create the store's tables/indexes (also done idempotently at start).
+    Migrate,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// User id (the `userId` claim).
+    #[arg(long)]
+    pub user: String,
+    /// Display name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Role: customer, contractor or admin.
+    #[arg(long, default_value = "customer")]
+    pub role: String,
+    /// Lifetime, e.g. `24h`, `30m`.
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    pub ttl: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// REST + Socket.IO + health address.
+    #[arg(long, env = "CHAT_ADDR", default_value = "0.0.0.0:3000")]
+    pub addr: SocketAddr,
+    /// Prometheus `/metrics` address.
+    #[arg(long, env = "CHAT_METRICS_ADDR", default_value = "0.0.0.0:9100")]
+    pub metrics_addr: SocketAddr,
+    /// Embedded SQLite store and dev JWT secret.
+    #[arg(long, env = "CHAT_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Redis URL; set = cluster mode.
+    #[arg(long, env = "REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key and channel, so deployments can share one Redis.
+    #[arg(long, env = "CHAT_REDIS_PREFIX", default_value = "jobsphere-chat")]
+    pub redis_prefix: String,
+    /// MongoDB URI; set = MongoDB store.
+    #[arg(long, env = "MONGODB_URI")]
+    pub mongodb_uri: Option<String>,
+    #[arg(long, env = "MONGODB_DB", default_value = "jobsphere_chat")]
+    pub mongodb_db: String,
+    /// HS256 secret shared with the JobSphere auth service.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// PEM public key; RS256/ES256 tokens are verified with it instead of the secret.
+    #[arg(long, env = "JWT_PUBLIC_KEY_FILE")]
+    pub jwt_public_key_file: Option<PathBuf>,
+    /// Label on metrics and presence records (default: hostname).
+    #[arg(long, env = "NODE_ID")]
+    pub node_id: Option<String>,
+    #[arg(long, env = "PRESENCE_TTL_SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(2..=3600))]
+    pub presence_ttl_secs: u64,
+    #[arg(long, env = "RATE_LIMIT_MESSAGES", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit_messages: u32,
+    #[arg(long, env = "RATE_LIMIT_WINDOW_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub rate_limit_window_secs: u64,
+    /// Connection attempts allowed per client address per window.
+    #[arg(long, env = "RATE_LIMIT_CONNECTS", default_value_t = 120, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit_connects: u32,
+    #[arg(long, env = "RATE_LIMIT_CONNECT_WINDOW_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub rate_limit_connect_window_secs: u64,
+    /// Comma-separated allowed origins (unset = same-origin only).
+    #[arg(long, env = "CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Vec<String>,
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "pretty")]
+    pub log_format: LogFormat,
+    /// On SIGTERM: seconds to stay up but not-ready so the load balancer stops routing here.
+    #[arg(long, env = "CHAT_DRAIN_DELAY_SECS", default_value_t = 5)]
+    pub drain_delay_secs: u64,
+    /// On SIGTERM: the whole shutdown must finish within this many seconds.
+    #[arg(long, env = "CHAT_SHUTDOWN_GRACE_SECS", default_value_t = 20)]
+    pub shutdown_grace_secs: u64,
+}
+
+impl Config {
+    /// Parses the environment alone (no CLI arguments); used by tests and embedders.
+    pub fn from_env() -> Result<Self, clap::Error> {
+        Cli::try_parse_from(["jobsphere-chat"]).map(|c| c.config)
+    }
+
+    /// Checks what clap's types cannot: cross-field rules and URL shapes.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.redis_url
+            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
+        {
+            return Err(ConfigError::Invalid("REDIS_URL", "must start with redis:// or rediss://".into()));
+        }
+        if let Some(uri) = &self.mongodb_uri
+            && !(uri.starts_with("mongodb://") || uri.starts_with("mongodb+srv://"))
+        {
+            return Err(ConfigError::Invalid("MONGODB_URI", "must start with mongodb:// or mongodb+srv://".into()));
+        }
+        if self.mongodb_db.is_empty() || self.mongodb_db.contains(['/', '\\', '.', ' ', '"', '$']) {
+            return Err(ConfigError::Invalid("MONGODB_DB", "must be a plain database name".into()));
+        }
+        if let Some(secret) = &self.jwt_secret
+            && secret.len() < 16
+        {
+            return Err(ConfigError::Invalid("JWT_SECRET", "must be at least 16 bytes".into()));
+        }
+        if self.is_cluster() && self.jwt_secret.is_none() && self.jwt_public_key_file.is_none() {
+            return Err(ConfigError::Invalid(
+                "JWT_SECRET",
+                "is required in cluster mode (REDIS_URL or MONGODB_URI set); or set JWT_PUBLIC_KEY_FILE".into(),
+            ));
+        }
+        if self.redis_prefix.is_empty() || self.redis_prefix.contains(char::is_whitespace) {
+            return Err(ConfigError::Invalid("CHAT_REDIS_PREFIX", "must be non-empty without spaces".into()));
+        }
+        if self.drain_delay_secs >= self.shutdown_grace_secs {
+            return Err(ConfigError::Invalid(
+                "CHAT_DRAIN_DELAY_SECS",
+                "must be shorter than CHAT_SHUTDOWN_GRACE_SECS".into(),
+            ));
+        }
+        for origin in &self.cors_origins {
+            if origin.parse::<axum::http::HeaderValue>().is_err() || !origin.starts_with("http") {
+                return Err(ConfigError::Invalid("CORS_ORIGINS", format!("bad origin {origin:?}")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Cluster mode: shared services are configured, so secrets must be too.
+    pub fn is_cluster(&self) -> bool {
+        self.redis_url.is_some() || self.mongodb_uri.is_some()
+    }
+
+    pub fn node_id(&self) -> String {
+        self.node_id.clone().unwrap_or_else(|| {
+            std::env::var("HOSTNAME")
+                .ok()
+                .filter(|h| !h.is_empty())
+                .or_else(|| std::fs::read_to_string("/etc/hostname").ok().map(|h| h.trim().to_owned()))
+                .filter(|h| !h.is_empty())
+                .unwrap_or_else(|| "node".to_owned())
+        })
+    }
+
+    pub fn presence_ttl(&self) -> Duration {
+        Duration::from_secs(self.presence_ttl_secs)
+    }
+
+    pub fn rate_limit_window(&self) -> Duration {
+        Duration::from_secs(self.rate_limit_window_secs)
+    }
+
+    pub fn connect_window(&self) -> Duration {
+        Duration::from_secs(self.rate_limit_connect_window_secs)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0} {1}")]
+    Invalid(&'static str, String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, clap::Error> {
+        let mut all = vec!["jobsphere-chat"];
+        all.extend_from_slice(args);
+        Cli::try_parse_from(all).map(|c| c.config)
+    }
+
+    #[test]
+    fn defaults_are_the_design_defaults() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.addr.to_string(), "0.0.0.0:3000");
+        assert_eq!(c.metrics_addr.to_string(), "0.0.0.0:9100");
+        assert_eq!(c.presence_ttl_secs, 60);
+        assert_eq!((c.rate_limit_messages, c.rate_limit_window_secs), (30, 10));
+        assert_eq!(c.mongodb_db, "jobsphere_chat");
+    }
+
+    #[test]
+    fn cluster_mode_requires_a_secret() {
+        let c = parse(&["--redis-url", "redis://127.0.0.1:6379"]).unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("JWT_SECRET"), "{err}");
+        let c = parse(&["--redis-url", "redis://x:1", "--jwt-secret", "0123456789abcdef"]).unwrap();
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        assert!(parse(&["--addr", "nope"]).is_err());
+        assert!(parse(&["--presence-ttl-secs", "0"]).is_err());
+        let c = parse(&["--redis-url", "http://x", "--jwt-secret", "0123456789abcdef"]).unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("REDIS_URL"));
+        let c = parse(&["--cors-origins", "https://a.example,ftp"]).unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("CORS_ORIGINS"));
+    }
+}

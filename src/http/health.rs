@@ -1,0 +1,27 @@
+//! `/healthz` (liveness: the process answers) and `/readyz` (store and Redis reachable, not
+//! draining). Both answer within a second even while a dependency hangs.
+
+use std::time::Duration;
+
+use axum::{Json, Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
+use serde_json::json;
+
+use crate::app::AppState;
+
+const CHECK_TIMEOUT: Duration = Duration::from_millis(800);
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/healthz", get(get_healthz)).route("/readyz", get(get_readyz))
+}
+
+/// GET /healthz
+async fn get_healthz() -> impl IntoResponse {
+    Json(json!({ "status": "ok" }))
+}
+
+/// GET /readyz
+async fn get_readyz(State(st): State<AppState>) -> impl IntoResponse {
+    let report = st.readiness(CHECK_TIMEOUT).await;
+    let code = if report.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, Json(json!({ "status": if report.ready { "ready" } else { "not_ready" }, "checks": report.checks })))
+}

@@ -1,0 +1,40 @@
+//! Unread totals and presence lookups (DESIGN §4).
+
+use axum::{Router, extract::State, http::StatusCode, response::Response, routing::get};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::extract::{ApiQuery, Caller};
+use crate::{
+    app::AppState,
+    error::{ApiError, success},
+};
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/api/chat/unread", get(get_unread)).route("/api/chat/users/status", get(get_status))
+}
+
+/// GET /api/chat/unread
+async fn get_unread(State(st): State<AppState>, Caller(me): Caller) -> Result<Response, ApiError> {
+    Ok(success(StatusCode::OK, "unread counts", st.chat.unread(&me).await?))
+}
+
+#[derive(Deserialize)]
+struct StatusParams {
+    ids: Option<String>,
+}
+
+/// GET /api/chat/users/status?ids=a,b
+async fn get_status(
+    State(st): State<AppState>,
+    Caller(_me): Caller,
+    ApiQuery(p): ApiQuery<StatusParams>,
+) -> Result<Response, ApiError> {
+    let ids: Vec<String> =
+        p.ids.unwrap_or_default().split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect();
+    if ids.is_empty() {
+        return Err(ApiError::validation("ids", "is required: comma-separated user ids"));
+    }
+    let statuses = st.chat.statuses(&ids).await?;
+    Ok(success(StatusCode::OK, "statuses", json!({ "statuses": statuses })))
+}

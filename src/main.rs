@@ -1,0 +1,77 @@
+//! `jobsphere-chat [serve|token|migrate]`: parse configuration, set up telemetry, run.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use jobsphere_chat::{
+    auth::Jwt,
+    chat::{
+        model::{Role, User},
+        validate,
+    },
+    config::{Cli, Command, Config, TokenArgs},
+    telemetry,
+};
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    cli.config.validate().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        match cli.command.unwrap_or(Command::Serve) {
+            Command::Serve => serve(cli.config).await,
+            Command::Token(args) => token(cli.config, args).await,
+            Command::Migrate => {
+                jobsphere_chat::app::open_store(&cli.config).await?;
+                eprintln!("store migrated");
+                Ok(())
+            }
+        }
+    })
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let telemetry = telemetry::init_tracing(&config)?;
+    telemetry::init_metrics(&config).context("starting the metrics endpoint")?;
+    let listener =
+        tokio::net::TcpListener::bind(config.addr).await.with_context(|| format!("binding {}", config.addr))?;
+    let res = jobsphere_chat::run(config, listener, shutdown_signal()).await;
+    telemetry.shutdown();
+    res
+}
+
+/// SIGTERM (Kubernetes) or Ctrl-C.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutdown signal received");
+}
+
+/// Prints a signed JWT for a user and registers the user in the store.
+async fn token(config: Config, args: TokenArgs) -> anyhow::Result<()> {
+    validate::user_id("--user", &args.user).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let role =
+        Role::parse(&args.role).ok_or_else(|| anyhow::anyhow!("--role must be customer, contractor or admin"))?;
+    let user =
+        User { name: args.name.unwrap_or_else(|| args.user.clone()), id: args.user, email: None, role, avatar: None };
+    let jwt = Jwt::from_config(&config)?;
+    let token = jwt.sign(&user, args.ttl.max(Duration::from_secs(1)))?;
+    let (store, _) = jobsphere_chat::app::open_store(&config).await?;
+    store.upsert_user(&user).await?;
+    println!("{token}");
+    Ok(())
+}

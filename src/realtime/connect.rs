@@ -1,0 +1,88 @@
+//! Connect middleware: everything that can refuse a connection happens here, before the socket
+//! joins the namespace, so a refused client gets `connect_error` and never becomes connected.
+
+use socketioxide::{adapter::Adapter, extract::SocketRef};
+
+use crate::{app::AppState, auth::Identity, coord::LimitKind, http::client_ip, telemetry::metrics as m};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("unauthorized")]
+    Unauthorized,
+    #[error("rate_limited")]
+    RateLimited,
+    #[error("unavailable")]
+    Unavailable,
+}
+
+impl ConnectError {
+    fn reason(&self) -> &'static str {
+        match self {
+            Self::Unauthorized => "unauthorized",
+            Self::RateLimited => "rate_limited",
+            Self::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// The token from `auth: {token}`, an `Authorization` header, or a `token` query parameter.
+fn find_token<A: Adapter>(s: &SocketRef<A>, auth: Option<&serde_json::Value>) -> Option<String> {
+    if let Some(t) = auth.and_then(|a| a.get("token")).and_then(|t| t.as_str()) {
+        return Some(t.to_owned());
+    }
+    let parts = s.req_parts();
+    if let Some(h) = parts.headers.get(axum::http::header::AUTHORIZATION).and_then(|h| h.to_str().ok()) {
+        return Some(h.to_owned());
+    }
+    let query = parts.uri.query()?;
+    url_token(query)
+}
+
+fn url_token(query: &str) -> Option<String> {
+    form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "token").map(|(_, v)| v.into_owned())
+}
+
+pub async fn authenticate<A: Adapter>(
+    state: &AppState,
+    s: &SocketRef<A>,
+    auth: Option<serde_json::Value>,
+) -> Result<(), ConnectError> {
+    let res = check(state, s, auth.as_ref()).await;
+    if let Err(e) = &res {
+        metrics::counter!(m::CONNECTION_ERRORS_TOTAL, "reason" => e.reason()).increment(1);
+    }
+    res
+}
+
+async fn check<A: Adapter>(
+    state: &AppState,
+    s: &SocketRef<A>,
+    auth: Option<&serde_json::Value>,
+) -> Result<(), ConnectError> {
+    if state.is_draining() {
+        return Err(ConnectError::Unavailable);
+    }
+    let ip = client_ip(&s.req_parts().headers, &s.req_parts().extensions);
+    state.chat.check_rate(LimitKind::Connection, &ip).await.map_err(|e| match e {
+        crate::error::ApiError::RateLimited { .. } => ConnectError::RateLimited,
+        _ => ConnectError::Unavailable,
+    })?;
+    let token = find_token(s, auth).ok_or(ConnectError::Unauthorized)?;
+    let identity: Identity = state.jwt.verify(&token).map_err(|e| {
+        tracing::debug!(error = %e, "socket auth refused");
+        ConnectError::Unauthorized
+    })?;
+    s.extensions.insert(identity);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_token_is_decoded() {
+        assert_eq!(url_token("EIO=4&transport=websocket&token=a%2Eb.c").as_deref(), Some("a.b.c"));
+        assert_eq!(url_token("EIO=4"), None);
+    }
+}

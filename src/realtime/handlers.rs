@@ -1,0 +1,274 @@
+//! Socket.IO event handlers (DESIGN §6). Each reads its payload with `TryData<Value>` and
+//! decodes it with field paths, so bad input gets a `validation` error naming the field.
+
+use std::{future::Future, time::Instant};
+
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use socketioxide::{
+    adapter::Adapter,
+    extract::{Event, SocketRef, TryData},
+    socket::DisconnectReason,
+};
+use tracing::{Instrument, info_span};
+
+use super::{events, reply::Reply};
+use crate::{app::AppState, auth::Identity, chat::service::SendInput, error::ApiError, telemetry::metrics as m};
+
+/// Decodes a payload; errors name the offending field.
+fn parse<P: DeserializeOwned>(v: Result<Value, impl std::fmt::Display>) -> Result<P, ApiError> {
+    let v = v.map_err(|e| ApiError::validation("payload", format!("must be a JSON object ({e})")))?;
+    serde_path_to_error::deserialize(v).map_err(|e| {
+        let path = e.path().to_string();
+        let field = if path == "." { "payload".to_owned() } else { path };
+        ApiError::validation(field, e.into_inner().to_string())
+    })
+}
+
+fn identity<A: Adapter>(s: &SocketRef<A>) -> Result<Identity, ApiError> {
+    s.extensions.get::<Identity>().ok_or(ApiError::Unauthorized)
+}
+
+/// Registers `event` with uniform parsing, metrics, span and reply.
+fn on<A, P, F, Fut>(s: &SocketRef<A>, state: &AppState, event: &'static str, f: F)
+where
+    A: Adapter,
+    P: DeserializeOwned + Send + 'static,
+    F: Fn(AppState, SocketRef<A>, Identity, P) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Result<Value, ApiError>> + Send + 'static,
+{
+    let state = state.clone();
+    s.on(event, move |s: SocketRef<A>, TryData(v): TryData<Value>, reply: Reply<A>| {
+        let (state, f) = (state.clone(), f.clone());
+        let user = s.extensions.get::<Identity>().map(|i| i.user.id).unwrap_or_default();
+        let span = info_span!("socket_event", event, user_id = %user, conversation_id = tracing::field::Empty);
+        async move {
+            let start = Instant::now();
+            metrics::counter!(m::EVENTS_TOTAL, "event" => event).increment(1);
+            let res = async {
+                let me = identity(&s)?;
+                let p = parse::<P>(v)?;
+                f(state, s.clone(), me, p).await
+            }
+            .await;
+            match res {
+                Ok(data) => reply.success(data),
+                Err(e) => reply.error(&e, event),
+            }
+            metrics::histogram!(m::EVENT_DURATION_SECONDS, "event" => event).record(start.elapsed().as_secs_f64());
+        }
+        .instrument(span)
+    });
+}
+
+fn record_conversation(id: &str) {
+    tracing::Span::current().record("conversation_id", id);
+}
+
+pub async fn on_connect<A: Adapter>(state: AppState, s: SocketRef<A>) {
+    let Some(me) = s.extensions.get::<Identity>() else {
+        // Unreachable: the middleware inserts it; refuse rather than serve anonymously.
+        let _ = s.disconnect();
+        return;
+    };
+    s.join(events::user_room(me.id()));
+    metrics::counter!(m::SOCKET_CONNECTS_TOTAL).increment(1);
+    metrics::gauge!(m::SOCKET_CONNECTIONS).increment(1.0);
+    register_events(&s, &state);
+    if let Err(e) = state.chat.register_user(&me).await {
+        tracing::warn!(error = %e, "user registration failed");
+    }
+    state.chat.socket_connected(me.id()).await;
+}
+
+fn register_events<A: Adapter>(s: &SocketRef<A>, state: &AppState) {
+    on(s, state, events::JOIN_CONVERSATION, on_join_conversation);
+    on(s, state, events::LEAVE_CONVERSATION, on_leave_conversation);
+    on(s, state, events::TYPING_START, |st, s, me, p| on_typing(st, s, me, p, true));
+    on(s, state, events::TYPING_STOP, |st, s, me, p| on_typing(st, s, me, p, false));
+    on(s, state, events::MARK_AS_READ, on_mark_as_read);
+    on(s, state, events::MARK_AS_DELIVERED, on_mark_as_delivered);
+    on(s, state, events::GET_ONLINE_STATUS, on_get_online_status);
+    on(s, state, events::SYNC, on_sync);
+    register_send_message(s, state);
+
+    s.on_fallback(|Event(name): Event, reply: Reply<A>| async move {
+        tracing::debug!(event = %name, "unknown event");
+        reply.error(&ApiError::validation("event", format!("unknown event {:?}", truncate(&name, 64))), "unknown");
+    });
+
+    let st = state.clone();
+    s.on_disconnect(move |s: SocketRef<A>, reason: DisconnectReason| {
+        let st = st.clone();
+        async move {
+            metrics::gauge!(m::SOCKET_CONNECTIONS).decrement(1.0);
+            metrics::counter!(m::SOCKET_DISCONNECTS_TOTAL, "reason" => reason_label(reason)).increment(1);
+            if let Some(me) = s.extensions.get::<Identity>() {
+                st.chat.socket_disconnected(me.id()).await;
+            }
+        }
+    });
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    s.chars().take(n).collect()
+}
+
+fn reason_label(r: DisconnectReason) -> &'static str {
+    match r {
+        DisconnectReason::TransportClose => "transport_close",
+        DisconnectReason::MultipleHttpPollingError => "multiple_polling",
+        DisconnectReason::PacketParsingError => "parse_error",
+        DisconnectReason::TransportError => "transport_error",
+        DisconnectReason::HeartbeatTimeout => "heartbeat_timeout",
+        DisconnectReason::ClientNSDisconnect => "client_disconnect",
+        DisconnectReason::ServerNSDisconnect => "server_disconnect",
+        DisconnectReason::ClosingServer => "closing_server",
+    }
+}
+
+/// `join_conversation`: this socket gets the conversation's typing events.
+async fn on_join_conversation<A: Adapter>(
+    st: AppState,
+    s: SocketRef<A>,
+    me: Identity,
+    p: events::ConversationRef,
+) -> Result<Value, ApiError> {
+    record_conversation(&p.conversation_id);
+    st.chat.authorize(me.id(), &p.conversation_id).await?;
+    s.join(events::conversation_room(&p.conversation_id, me.id()));
+    Ok(json!({ "conversationId": p.conversation_id }))
+}
+
+/// `leave_conversation`
+async fn on_leave_conversation<A: Adapter>(
+    _st: AppState,
+    s: SocketRef<A>,
+    me: Identity,
+    p: events::ConversationRef,
+) -> Result<Value, ApiError> {
+    crate::chat::validate::object_id("conversationId", &p.conversation_id)?;
+    s.leave(events::conversation_room(&p.conversation_id, me.id()));
+    Ok(json!({ "conversationId": p.conversation_id }))
+}
+
+/// `typing_start` / `typing_stop`
+async fn on_typing<A: Adapter>(
+    st: AppState,
+    _s: SocketRef<A>,
+    me: Identity,
+    p: events::ConversationRef,
+    is_typing: bool,
+) -> Result<Value, ApiError> {
+    record_conversation(&p.conversation_id);
+    st.chat.typing(&me, &p.conversation_id, is_typing).await?;
+    Ok(json!({ "conversationId": p.conversation_id, "isTyping": is_typing }))
+}
+
+/// `mark_as_read`
+async fn on_mark_as_read<A: Adapter>(
+    st: AppState,
+    _s: SocketRef<A>,
+    me: Identity,
+    p: events::MarkAsRead,
+) -> Result<Value, ApiError> {
+    record_conversation(&p.conversation_id);
+    let r = st.chat.mark_read(&me, &p.conversation_id, p.up_to_seq).await?;
+    Ok(serde_json::to_value(r).unwrap_or_default())
+}
+
+/// `mark_as_delivered`
+async fn on_mark_as_delivered<A: Adapter>(
+    st: AppState,
+    _s: SocketRef<A>,
+    me: Identity,
+    p: events::MarkAsDelivered,
+) -> Result<Value, ApiError> {
+    record_conversation(&p.conversation_id);
+    let updated = st.chat.mark_delivered(&me, &p.conversation_id, p.up_to_seq).await?;
+    Ok(json!({ "conversationId": p.conversation_id, "upToSeq": p.up_to_seq, "updated": updated }))
+}
+
+/// `get_online_status`
+async fn on_get_online_status<A: Adapter>(
+    st: AppState,
+    _s: SocketRef<A>,
+    _me: Identity,
+    p: events::GetOnlineStatus,
+) -> Result<Value, ApiError> {
+    let statuses = st.chat.statuses(&p.user_ids).await?;
+    Ok(json!({ "statuses": statuses }))
+}
+
+/// `sync`
+async fn on_sync<A: Adapter>(
+    st: AppState,
+    _s: SocketRef<A>,
+    me: Identity,
+    p: events::SyncRequest,
+) -> Result<Value, ApiError> {
+    let items: Vec<(String, i64)> = p.conversations.into_iter().map(|i| (i.conversation_id, i.after_seq)).collect();
+    let conversations = st.chat.sync(&me, &items).await?;
+    Ok(json!({ "conversations": conversations }))
+}
+
+/// `send_message`: ack `{message}`, then `message_delivered` to this socket, then `new_message`
+/// to every socket of both participants.
+fn register_send_message<A: Adapter>(s: &SocketRef<A>, state: &AppState) {
+    let state = state.clone();
+    let event = events::SEND_MESSAGE;
+    s.on(event, move |s: SocketRef<A>, TryData(v): TryData<Value>, reply: Reply<A>| {
+        let st = state.clone();
+        let user = s.extensions.get::<Identity>().map(|i| i.user.id).unwrap_or_default();
+        let span = info_span!("socket_event", event, user_id = %user, conversation_id = tracing::field::Empty);
+        async move {
+            let start = Instant::now();
+            metrics::counter!(m::EVENTS_TOTAL, "event" => event).increment(1);
+            let res = async {
+                let me = identity(&s)?;
+                let p: events::SendMessage = parse(v)?;
+                record_conversation(&p.conversation_id);
+                let input = SendInput {
+                    conversation_id: p.conversation_id,
+                    content: p.content,
+                    message_type: p.message_type,
+                    client_message_id: p.client_message_id,
+                };
+                st.chat.send_message(&me, input).await
+            }
+            .await;
+            match res {
+                Ok(sent) => {
+                    reply.success(json!({ "message": &sent.message }));
+                    let delivered = events::MessageDelivered {
+                        client_message_id: &sent.message.client_message_id,
+                        message: &sent.message,
+                    };
+                    if let Err(e) = s.emit(events::MESSAGE_DELIVERED, &delivered) {
+                        tracing::debug!(error = %e, "message_delivered not sent");
+                    }
+                    st.chat.publish_message(&sent).await;
+                }
+                Err(e) => reply.error(&e, event),
+            }
+            metrics::histogram!(m::EVENT_DURATION_SECONDS, "event" => event).record(start.elapsed().as_secs_f64());
+        }
+        .instrument(span)
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_errors_name_the_field() {
+        let e =
+            parse::<events::SendMessage>(Ok::<_, String>(json!({"conversationId": 5, "content": "x"}))).unwrap_err();
+        assert!(matches!(&e, ApiError::Validation { field, .. } if field == "conversationId"), "{e:?}");
+        let e = parse::<events::SendMessage>(Ok::<_, String>(json!({"content": "x"}))).unwrap_err();
+        assert!(e.to_string().contains("conversationId"), "{e}");
+        let e = parse::<events::SendMessage>(Ok::<_, String>(json!("just a string"))).unwrap_err();
+        assert!(matches!(e, ApiError::Validation { .. }));
+    }
+}
