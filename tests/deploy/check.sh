@@ -59,10 +59,10 @@ tally() {
   if [ "$VERBOSE" = 1 ]; then grep '^PASS ' "$tmp/out" | sed -e 's/^/      /'; fi
 }
 
+# The closing line; status 0 only without failures. Callers `exit` with it.
 finish() {
   echo "$passed passed, $failed failed"
   [ "$failed" -eq 0 ]
-  exit $?
 }
 
 # ---- tools ---------------------------------------------------------------------------------
@@ -70,6 +70,7 @@ finish() {
 if ! HELM="$(HELM_FROM_CACHE=1 bash scripts/tools/helm.sh 2>"$tmp/helm-install")"; then
   fail "install helm (scripts/tools/helm.sh)" "$tmp/helm-install"
   finish
+  exit 1
 fi
 
 VENV="$TOOLS_DIR/deploy-venv"
@@ -83,6 +84,7 @@ if [ "$(cat "$VENV/.requirements-sha256" 2>/dev/null)" != "$stamp" ]; then
          echo "$stamp" >"$VENV/.requirements-sha256"; } >"$tmp/venv" 2>&1; then
     fail "install Python tools ($REQ)" "$tmp/venv"
     finish
+    exit 1
   fi
 fi
 PY="$VENV/bin/python"
@@ -134,7 +136,7 @@ bad_values() {
       echo "PASS rejects $f"
     fi
   done
-  return $rc
+  return "$rc"
 }
 tally "values.schema.json and render-time checks reject bad values" bad_values
 
@@ -151,9 +153,11 @@ notes() {
 run "NOTES.txt explains connecting and minting tokens" notes
 
 k8s_sync() {
-  "$HELM" template "$RELEASE" "$CHART" --namespace "$NAMESPACE" >"$tmp/k8s.yaml" &&
-    diff -u k8s/jobsphere-chat.yaml "$tmp/k8s.yaml" ||
-    { echo "re-render: $HELM template $RELEASE $CHART --namespace $NAMESPACE > k8s/jobsphere-chat.yaml"; return 1; }
+  "$HELM" template "$RELEASE" "$CHART" --namespace "$NAMESPACE" >"$tmp/k8s.yaml" || return 1
+  if ! diff -u k8s/jobsphere-chat.yaml "$tmp/k8s.yaml"; then
+    echo "re-render: $HELM template $RELEASE $CHART --namespace $NAMESPACE > k8s/jobsphere-chat.yaml"
+    return 1
+  fi
 }
 run "k8s/jobsphere-chat.yaml = helm template with defaults" k8s_sync
 
@@ -166,9 +170,11 @@ fi
 
 # ---- nginx ---------------------------------------------------------------------------------
 nginx_compose_sync() {
-  "$PY" tests/deploy/render_nginx.py --compose -o "$tmp/nginx.conf" &&
-    diff -u deploy/nginx/nginx.conf "$tmp/nginx.conf" ||
-    { echo "re-render: python3 tests/deploy/render_nginx.py --compose -o deploy/nginx/nginx.conf"; return 1; }
+  "$PY" tests/deploy/render_nginx.py --compose -o "$tmp/nginx.conf" || return 1
+  if ! diff -u deploy/nginx/nginx.conf "$tmp/nginx.conf"; then
+    echo "re-render: python3 tests/deploy/render_nginx.py --compose -o deploy/nginx/nginx.conf"
+    return 1
+  fi
 }
 run "deploy/nginx/nginx.conf = chat-lb.conf.template rendered for compose" nginx_compose_sync
 if [ -n "$NGINX" ]; then
