@@ -27,7 +27,10 @@ use crate::{
         presence::PresenceTracker,
     },
     http,
-    realtime::{self, fanout::Fanout},
+    realtime::{
+        self,
+        fanout::{Fanout, Io},
+    },
     store::{Store, sqlite::SqliteStore},
     telemetry::{metered_store::MeteredStore, metrics as m},
 };
@@ -145,12 +148,12 @@ pub async fn run(
     let (io_layer_router, fanout): (Box<dyn FnOnce(axum::Router) -> axum::Router + Send>, Fanout) = match &cluster {
         None => {
             let (layer, io) = builder.build_layer();
-            (Box::new(move |r| realtime::attach(r, layer)), Fanout::Local(io))
+            (Box::new(move |r| realtime::attach(r, layer)), Fanout::new(Io::Local(io)))
         }
         Some(c) => {
             let adapter = c.adapter().await.context("starting the Redis adapter")?;
             let (layer, io) = builder.with_adapter::<socketioxide_redis::FredAdapter<_>>(adapter).build_layer();
-            (Box::new(move |r| realtime::attach(r, layer)), Fanout::Redis(io))
+            (Box::new(move |r| realtime::attach(r, layer)), Fanout::new(Io::Redis(io)))
         }
     };
     let chat = Arc::new(ChatService::new(store.clone(), cache, limiter, presence, fanout.clone()));
@@ -164,9 +167,9 @@ pub async fn run(
         sqlite,
         draining: AtomicBool::new(false),
     }));
-    match &fanout {
-        Fanout::Local(io) => realtime::register(io, state.clone()),
-        Fanout::Redis(io) => realtime::register(io, state.clone()).await.context("registering the namespace")?,
+    match fanout.io() {
+        Io::Local(io) => realtime::register(io, state.clone()),
+        Io::Redis(io) => realtime::register(io, state.clone()).await.context("registering the namespace")?,
     }
 
     let background = spawn_background(&state);
@@ -183,8 +186,7 @@ pub async fn run(
     });
 
     shutdown.await;
-    drain(&state, &fanout, &stop_accepting, server).await;
-    background.abort();
+    drain(&state, &fanout, &stop_accepting, server, background).await;
     if let Some(c) = &cluster {
         c.quit().await;
     }
@@ -200,6 +202,7 @@ async fn drain(
     fanout: &Fanout,
     stop_accepting: &Notify,
     server: tokio::task::JoinHandle<std::io::Result<()>>,
+    background: tokio::task::JoinHandle<()>,
 ) {
     let grace = Duration::from_secs(state.config.shutdown_grace_secs);
     let deadline = tokio::time::Instant::now() + grace;
@@ -208,11 +211,14 @@ async fn drain(
     tracing::info!("draining: readiness off");
     tokio::time::sleep(Duration::from_secs(state.config.drain_delay_secs)).await;
     stop_accepting.notify_one();
-    let users = state.chat.presence().local_users();
+    // No more presence refreshes: from here on this node must look dead to the others.
+    background.abort();
     fanout.close(Duration::from_secs(5)).await;
-    for u in users {
-        // on_disconnect does not run on close: leave presence here (other nodes keep theirs).
-        state.chat.socket_disconnected_all(&u).await;
+    // on_disconnect does not run on close, and nothing can be emitted after it: expire this
+    // node's heartbeat so a survivor reaps its users and announces those not reconnected
+    // elsewhere (in-process mode has no one left to tell).
+    if let Err(e) = state.chat.presence().backend().leave().await {
+        tracing::warn!(error = %e, "presence leave failed; entries expire with the TTL");
     }
     if tokio::time::timeout_at(deadline, server).await.is_err() {
         tracing::warn!("in-flight requests did not finish within the grace period");

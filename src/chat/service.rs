@@ -601,15 +601,6 @@ impl ChatService {
         }
     }
 
-    /// This node lets go of `user` entirely (shutdown): presence, and partners if now offline.
-    pub async fn socket_disconnected_all(&self, user: &str) {
-        match self.presence.forget(user).await {
-            Ok(Transition::Offline(t)) => self.announce(user, false, Some(t)).await,
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "presence cleanup failed on shutdown"),
-        }
-    }
-
     /// `user_status` to every socket of everyone who shares a conversation with `user`.
     pub async fn announce(&self, user: &str, online: bool, last_seen: Option<crate::chat::model::Timestamp>) {
         let partners = match self.store.conversation_partners(user).await {

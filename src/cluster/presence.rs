@@ -9,7 +9,10 @@
 use std::{sync::Arc, time::Duration};
 
 use async_trait::async_trait;
-use fred::{prelude::Client, types::scripts::Script};
+use fred::{
+    prelude::{Client, SortedSetsInterface},
+    types::scripts::Script,
+};
 
 use crate::{
     chat::model::{Timestamp, from_millis},
@@ -185,6 +188,15 @@ impl PresenceBackend for RedisPresence {
             .await
             .map_err(unavailable)?;
         }
+        Ok(())
+    }
+
+    async fn leave(&self) -> CoordResult<()> {
+        let key = format!("{}:nodes", self.prefix);
+        let _: () =
+            redis_op("presence_leave", self.client.zadd(key, None, None, false, false, (0.0, self.node.to_string())))
+                .await
+                .map_err(unavailable)?;
         Ok(())
     }
 

@@ -52,6 +52,11 @@ impl PresenceBackend for LocalPresence {
         Ok(())
     }
 
+    async fn leave(&self) -> CoordResult<()> {
+        self.online.clear();
+        Ok(())
+    }
+
     async fn reap(&self) -> CoordResult<Vec<(String, Timestamp)>> {
         Ok(Vec::new())
     }

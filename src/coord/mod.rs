@@ -57,6 +57,8 @@ pub trait PresenceBackend: Send + Sync + 'static {
     async fn status(&self, users: &[String]) -> CoordResult<Vec<UserStatus>>;
     /// Re-asserts this node's users (called well inside the TTL).
     async fn refresh(&self, users: &[String]) -> CoordResult<()>;
+    /// This node is going away: make it look dead so that a survivor reaps its users.
+    async fn leave(&self) -> CoordResult<()>;
     /// Removes users held by nodes that stopped refreshing; returns those now offline.
     async fn reap(&self) -> CoordResult<Vec<(String, Timestamp)>>;
 }

@@ -75,21 +75,6 @@ impl PresenceTracker {
         }
     }
 
-    /// This node lets go of the user whatever its socket count (sockets closed on shutdown,
-    /// where no disconnect handler runs).
-    pub async fn forget(&self, user: &str) -> CoordResult<Transition> {
-        let slot = self.slot(user);
-        let mut n = slot.lock().await;
-        *n = 0;
-        let res = self.backend.remove(user).await;
-        self.sockets.remove_if(user, |_, v| Arc::strong_count(v) == 2);
-        drop(n);
-        Ok(match res? {
-            Some(t) => Transition::Offline(t),
-            None => Transition::None,
-        })
-    }
-
     /// Users with at least one socket on this node.
     pub fn local_users(&self) -> Vec<String> {
         self.sockets

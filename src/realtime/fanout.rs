@@ -1,21 +1,30 @@
 //! The fan-out seam: socketioxide's adapter, local (one node) or Redis (cluster). Both are the
-//! same `SocketIo` API over different concrete adapter types, so this enum dispatches by hand.
+//! same `SocketIo` API over different concrete adapter types, so [`Io`] dispatches by hand.
 //!
 //! Emits name rooms: `u:{user}` (every socket of a user) and `c:{conversation}:{user}`; a socket
 //! in several target rooms receives an emit once.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use serde::Serialize;
 use socketioxide::{SocketIo, adapter::Emitter};
 use socketioxide_redis::FredAdapter;
+use tokio::sync::RwLock;
 
 pub type RedisIo = SocketIo<FredAdapter<Emitter>>;
 
 #[derive(Clone)]
-pub enum Fanout {
+pub enum Io {
     Local(SocketIo),
     Redis(RedisIo),
+}
+
+/// The io handle plus a "closed" latch: socketioxide panics on an emit after `close()`, so
+/// emits hold a read lock and `close` takes the write lock (waiting for in-flight emits).
+#[derive(Clone)]
+pub struct Fanout {
+    io: Io,
+    closed: Arc<RwLock<bool>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +32,14 @@ pub enum Fanout {
 pub struct FanoutError(String);
 
 impl Fanout {
+    pub fn new(io: Io) -> Self {
+        Self { io, closed: Arc::new(RwLock::new(false)) }
+    }
+
+    pub fn io(&self) -> &Io {
+        &self.io
+    }
+
     /// Emits `event` to every socket in any of `rooms`, on every node.
     pub async fn emit<T: Serialize + ?Sized>(
         &self,
@@ -30,18 +47,23 @@ impl Fanout {
         event: &str,
         data: &T,
     ) -> Result<(), FanoutError> {
-        let res = match self {
-            Self::Local(io) => io.to(rooms).emit(event, data).await,
-            Self::Redis(io) => io.to(rooms).emit(event, data).await,
+        let closed = self.closed.read().await;
+        if *closed {
+            return Err(FanoutError("node is shutting down".into()));
+        }
+        let res = match &self.io {
+            Io::Local(io) => io.to(rooms).emit(event, data).await,
+            Io::Redis(io) => io.to(rooms).emit(event, data).await,
         };
+        drop(closed);
         res.map_err(|e| FanoutError(e.to_string()))
     }
 
     /// Sockets connected to this node.
     pub fn local_socket_count(&self) -> usize {
-        match self {
-            Self::Local(io) => io.sockets().len(),
-            Self::Redis(io) => io.local().sockets().len(),
+        match &self.io {
+            Io::Local(io) => io.sockets().len(),
+            Io::Redis(io) => io.local().sockets().len(),
         }
     }
 
@@ -50,9 +72,11 @@ impl Fanout {
     /// Redis is down.
     pub async fn close(&self, within: Duration) {
         let fut = async {
-            match self {
-                Self::Local(io) => io.close().await,
-                Self::Redis(io) => io.close().await,
+            let mut closed = self.closed.write().await;
+            *closed = true;
+            match &self.io {
+                Io::Local(io) => io.close().await,
+                Io::Redis(io) => io.close().await,
             }
         };
         if tokio::time::timeout(within, fut).await.is_err() {
