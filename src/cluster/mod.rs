@@ -82,9 +82,11 @@ impl Cluster {
         let config = RedisAdapterConfig::new()
             .with_prefix(format!("{}-socket.io", self.prefix))
             .with_stream_buffer(ADAPTER_STREAM_BUFFER);
-        // `new_with_fred_config` calls `init()` itself.
+        // Listen before `init()` (called by `new_with_fred_config`) so that the first event seen
+        // is the initial connection, which the re-subscriber skips.
+        let reconnects = self.subscriber.reconnect_rx();
         let ctr = RedisAdapterCtr::new_with_fred_config(self.subscriber.clone(), config).await?;
-        spawn_resubscriber(self.subscriber.clone());
+        spawn_resubscriber(self.subscriber.clone(), reconnects);
         Ok(ctr)
     }
 
@@ -121,8 +123,7 @@ impl Cluster {
 /// After a reconnect the subscriber no longer receives remote broadcasts until its shard
 /// channels are subscribed again (fred restores only some). The first event is the initial
 /// connection and is skipped.
-fn spawn_resubscriber(sub: SubscriberClient) {
-    let mut rx = sub.reconnect_rx();
+fn spawn_resubscriber(sub: SubscriberClient, mut rx: tokio::sync::broadcast::Receiver<fred::prelude::Server>) {
     tokio::spawn(async move {
         let mut first = true;
         while let Ok(_server) = rx.recv().await {

@@ -189,6 +189,15 @@ impl Env {
             a.push("--redis-url".into());
             a.push(r.url());
         }
+        // `extra` overrides: drop a default flag (and its value) that `extra` sets again.
+        let mut i = 0;
+        while i < a.len() {
+            if extra.contains(&a[i].as_str()) {
+                a.drain(i..i + 2);
+            } else {
+                i += 2;
+            }
+        }
         a.extend(extra.iter().map(|s| s.to_string()));
         a
     }
