@@ -384,6 +384,19 @@ impl Api {
         Resp { status, body: serde_json::from_str(&text).unwrap_or(Value::String(text)), headers }
     }
 
+    /// POST that returns `None` on a connection error (a node going away) instead of panicking.
+    pub async fn try_post(&self, path: &str, body: Value) -> Option<Resp> {
+        let mut r = self.http.post(format!("{}{}", self.base, path)).json(&body);
+        if let Some(t) = &self.token {
+            r = r.bearer_auth(t);
+        }
+        let resp = r.send().await.ok()?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.ok()?;
+        Some(Resp { status, body: serde_json::from_str(&text).unwrap_or(Value::String(text)), headers })
+    }
+
     pub async fn get(&self, path: &str) -> Resp {
         self.req(reqwest::Method::GET, path, None).await
     }
