@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: installs what is missing (redis-server, prometheus,
+# nginx, helm, k6, …), then runs the Rust tests (real nodes, real Redis, real Socket.IO
+# clients on loopback) and the deployment / observability checks.
+#
+#   bash scripts/test.sh            everything
+#   MONGODB_URI=mongodb://… bash scripts/test.sh   also runs the store suite against MongoDB
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "tools"
+bash scripts/tools/redis.sh
+bash scripts/tools/prometheus.sh >/dev/null
+
+step "cargo build (tests)"
+cargo build --locked --all-targets
+
+step "Rust tests (unit + integration)"
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --locked --no-fail-fast
+else
+    cargo test --locked --no-fail-fast
+fi
+
+step "deployment checks (helm, k8s, nginx, compose, Dockerfile)"
+bash tests/deploy/check.sh
+
+step "observability checks (alert rules, dashboard)"
+bash tests/prometheus/check.sh
+
+echo
+echo "all test stages passed"
