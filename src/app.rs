@@ -225,14 +225,15 @@ async fn drain(
     }
 }
 
+/// Presence upkeep (refresh well inside the TTL, reap dead nodes), plus the sampled gauges.
 fn spawn_background(state: &AppState) -> tokio::task::JoinHandle<()> {
     let st = state.clone();
+    let gauges = AbortOnDrop(tokio::spawn(sample_gauges(state.clone())));
     tokio::spawn(async move {
+        let _gauges = gauges;
         let refresh_every = (st.config.presence_ttl() / 3).max(Duration::from_millis(500));
         let mut tick = tokio::time::interval(refresh_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let process = metrics_process::Collector::default();
-        process.describe();
         loop {
             tick.tick().await;
             if let Err(e) = st.chat.presence().refresh().await {
@@ -246,14 +247,34 @@ fn spawn_background(state: &AppState) -> tokio::task::JoinHandle<()> {
                 }
                 Err(e) => tracing::warn!(error = %e, "presence reaping failed"),
             }
-            process.collect();
-            if let Some(s) = &st.sqlite {
-                let (active, idle, max) = s.pool_status();
-                metrics::gauge!(m::DB_POOL_CONNECTIONS, "state" => "active").set(active as f64);
-                metrics::gauge!(m::DB_POOL_CONNECTIONS, "state" => "idle").set(idle as f64);
-                metrics::gauge!(m::DB_POOL_CONNECTIONS, "state" => "max").set(max as f64);
-            }
-            let _ = st.readiness(Duration::from_millis(800)).await;
         }
     })
+}
+
+/// Aborts the task when the owner goes away (here: with the background task).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Process CPU/memory, store pool and readiness gauges, every two seconds.
+async fn sample_gauges(st: AppState) {
+    let process = metrics_process::Collector::default();
+    process.describe();
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        process.collect();
+        if let Some(s) = &st.sqlite {
+            let (active, idle, max) = s.pool_status();
+            metrics::gauge!(m::DB_POOL_CONNECTIONS, "state" => "active").set(active as f64);
+            metrics::gauge!(m::DB_POOL_CONNECTIONS, "state" => "idle").set(idle as f64);
+            metrics::gauge!(m::DB_POOL_CONNECTIONS, "state" => "max").set(max as f64);
+        }
+        let _ = st.readiness(Duration::from_millis(800)).await;
+    }
 }

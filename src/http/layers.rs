@@ -56,8 +56,9 @@ async fn observe(req: Request, next: Next) -> Response {
     let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |p| p.as_str()).to_owned();
     let parent = opentelemetry_sdk::propagation::TraceContextPropagator::new().extract(&HeaderExtractor(req.headers()));
     let span = info_span!("http_request", http.method = %method, http.route = %route, user_id = tracing::field::Empty,
-        http.status = tracing::field::Empty);
+        http.status = tracing::field::Empty, trace_id = tracing::field::Empty);
     let _ = span.set_parent(parent);
+    crate::telemetry::record_trace_id(&span);
     let resp = next.run(req).instrument(span.clone()).await;
     let resp = if resp.status() == StatusCode::SERVICE_UNAVAILABLE && resp.headers().get("content-type").is_none() {
         // The timeout layer's empty 503.

@@ -41,7 +41,8 @@ where
     s.on(event, move |s: SocketRef<A>, TryData(v): TryData<Value>, reply: Reply<A>| {
         let (state, f) = (state.clone(), f.clone());
         let user = s.extensions.get::<Identity>().map(|i| i.user.id).unwrap_or_default();
-        let span = info_span!("socket_event", event, user_id = %user, conversation_id = tracing::field::Empty);
+        let span = info_span!("socket_event", event, user_id = %user, conversation_id = tracing::field::Empty, trace_id = tracing::field::Empty);
+        crate::telemetry::record_trace_id(&span);
         async move {
             let start = Instant::now();
             metrics::counter!(m::EVENTS_TOTAL, "event" => event).increment(1);
@@ -220,7 +221,8 @@ fn register_send_message<A: Adapter>(s: &SocketRef<A>, state: &AppState) {
     s.on(event, move |s: SocketRef<A>, TryData(v): TryData<Value>, reply: Reply<A>| {
         let st = state.clone();
         let user = s.extensions.get::<Identity>().map(|i| i.user.id).unwrap_or_default();
-        let span = info_span!("socket_event", event, user_id = %user, conversation_id = tracing::field::Empty);
+        let span = info_span!("socket_event", event, user_id = %user, conversation_id = tracing::field::Empty, trace_id = tracing::field::Empty);
+        crate::telemetry::record_trace_id(&span);
         async move {
             let start = Instant::now();
             metrics::counter!(m::EVENTS_TOTAL, "event" => event).increment(1);

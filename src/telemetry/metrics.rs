@@ -46,10 +46,11 @@ pub async fn db_op<T, E, F: Future<Output = Result<T, E>>>(op: &'static str, f: 
     res
 }
 
-/// Times a Redis command and counts its failure.
+/// Times a Redis command (as a child span too) and counts its failure.
 pub async fn redis_op<T, E, F: Future<Output = Result<T, E>>>(op: &'static str, f: F) -> Result<T, E> {
+    use tracing::Instrument;
     let start = Instant::now();
-    let res = f.await;
+    let res = f.instrument(tracing::info_span!("redis", op, db.system = "redis")).await;
     metrics::histogram!(REDIS_COMMAND_DURATION_SECONDS, "op" => op).record(start.elapsed().as_secs_f64());
     if res.is_err() {
         metrics::counter!(REDIS_ERRORS_TOTAL, "op" => op).increment(1);

@@ -10,6 +10,7 @@ use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt, util::Subscribe
 
 use crate::config::{Config, LogFormat};
 
+pub mod dropped;
 pub mod metered_store;
 pub mod metrics;
 
@@ -30,13 +31,14 @@ impl Telemetry {
 
 /// Sets up logs and traces. Call once per process.
 pub fn init_tracing(config: &Config) -> anyhow::Result<Telemetry> {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let tracer = match &config.otlp_endpoint {
         Some(_) => Some(otlp_provider(config)?),
         None => None,
     };
-    let otel_layer =
-        tracer.as_ref().map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("jobsphere-chat")).boxed());
+    let otel_layer = tracer
+        .as_ref()
+        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("jobsphere-chat")).with_filter(filter()).boxed());
     let fmt_layer = match config.log_format {
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .json()
@@ -46,7 +48,12 @@ pub fn init_tracing(config: &Config) -> anyhow::Result<Telemetry> {
             .boxed(),
         LogFormat::Pretty => tracing_subscriber::fmt::layer().boxed(),
     };
-    tracing_subscriber::registry().with(filter).with(otel_layer).with(fmt_layer).try_init()?;
+    // Each layer has its own filter: RUST_LOG must not hide the adapter's drop warnings from
+    // the layer that counts them.
+    let dropped = dropped::DroppedMessages.with_filter(
+        tracing_subscriber::filter::Targets::new().with_target("socketioxide_redis", tracing::Level::WARN),
+    );
+    tracing_subscriber::registry().with(fmt_layer.with_filter(filter())).with(otel_layer).with(dropped).try_init()?;
     opentelemetry::global::set_text_map_propagator(opentelemetry_sdk::propagation::TraceContextPropagator::new());
     Ok(Telemetry { tracer })
 }
@@ -110,4 +117,16 @@ fn describe() {
     describe_counter!(RATE_LIMITED_TOTAL, "Requests refused by rate limits, by kind");
     describe_gauge!(NODE_INFO, "Always 1; labels carry the node and version");
     describe_gauge!(READY, "1 while /readyz answers 200");
+}
+
+/// Puts the OpenTelemetry trace id on `span` (field `trace_id`), so JSON log lines inside it
+/// carry the id of the trace they belong to. No-op without an exporter (no valid trace id).
+pub fn record_trace_id(span: &tracing::Span) {
+    use opentelemetry::trace::TraceContextExt;
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let ctx = span.context();
+    let id = ctx.span().span_context().trace_id();
+    if id != opentelemetry::trace::TraceId::INVALID {
+        span.record("trace_id", tracing::field::display(id));
+    }
 }
