@@ -27,6 +27,7 @@ use crate::{
         presence::PresenceTracker,
     },
     http,
+    lifecycle::InFlight,
     realtime::{
         self,
         fanout::{Fanout, Io},
@@ -48,6 +49,7 @@ pub struct Inner {
     cluster: Option<Cluster>,
     sqlite: Option<Arc<SqliteStore>>,
     draining: AtomicBool,
+    pub in_flight: Arc<InFlight>,
 }
 
 impl Deref for AppState {
@@ -166,6 +168,7 @@ pub async fn run(
         cluster: cluster.clone(),
         sqlite,
         draining: AtomicBool::new(false),
+        in_flight: Arc::new(InFlight::default()),
     }));
     match fanout.io() {
         Io::Local(io) => realtime::register(io, state.clone()),
@@ -173,7 +176,8 @@ pub async fn run(
     }
 
     let background = spawn_background(&state);
-    let app = io_layer_router(http::router(state.clone()));
+    // CORS outermost: browsers on other origins need it on `/socket.io/` (polling) as well.
+    let app = io_layer_router(http::router(state.clone())).layer(http::layers::cors(&config.cors_origins));
     let addr = listener.local_addr()?;
     tracing::info!(%addr, node = %node_id, store = state.store.kind(), cluster = cluster.is_some(), "chat node listening");
 
@@ -222,6 +226,12 @@ async fn drain(
     }
     if tokio::time::timeout_at(deadline, server).await.is_err() {
         tracing::warn!("in-flight requests did not finish within the grace period");
+    }
+    if tokio::time::timeout_at(deadline, state.in_flight.wait_idle()).await.is_err() {
+        tracing::warn!(
+            in_flight = state.in_flight.count(),
+            "socket events still running at the end of the grace period"
+        );
     }
 }
 

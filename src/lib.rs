@@ -15,6 +15,7 @@
 //! - [`cluster`]: the Redis implementations and the Redis adapter setup (cluster mode).
 //! - [`telemetry`]: logs, traces, metrics (DESIGN §8).
 //! - [`error`]: the boundary error type and response envelopes.
+//! - [`lifecycle`]: work-in-flight accounting for the graceful drain.
 
 pub mod app;
 pub mod auth;
@@ -24,6 +25,7 @@ pub mod config;
 pub mod coord;
 pub mod error;
 pub mod http;
+pub mod lifecycle;
 pub mod realtime;
 pub mod store;
 pub mod telemetry;

@@ -1,6 +1,6 @@
 //! The tower stack of the REST routes, ordered on purpose (outermost first):
 //! 1. metrics + trace span (sees every response, including the errors of the layers below),
-//! 2. CORS (answers preflights before auth),
+//! 2. (CORS is applied outside this stack, to Socket.IO too: see `app`),
 //! 3. timeout (REST only: Socket.IO long-polling requests outlive any REST timeout),
 //! 4. body limit (64 KiB, surfaced as 413 `payload_too_large` by the JSON extractor).
 
@@ -28,18 +28,16 @@ use crate::{app::AppState, error::ApiError, realtime::MAX_PAYLOAD, telemetry::me
 
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
-pub fn rest(router: Router<AppState>, state: &AppState) -> Router<AppState> {
-    let cors = cors(&state.config.cors_origins);
+pub fn rest(router: Router<AppState>) -> Router<AppState> {
     router.layer(
         ServiceBuilder::new()
             .layer(middleware::from_fn(observe))
-            .layer(cors)
             .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, REQUEST_TIMEOUT))
             .layer(DefaultBodyLimit::max(MAX_PAYLOAD)),
     )
 }
 
-fn cors(origins: &[String]) -> CorsLayer {
+pub fn cors(origins: &[String]) -> CorsLayer {
     let list: Vec<HeaderValue> = origins.iter().filter_map(|o| o.parse().ok()).collect();
     CorsLayer::new()
         .allow_origin(AllowOrigin::list(list))

@@ -23,7 +23,7 @@ pub fn router(state: AppState) -> Router {
         .merge(conversations::router())
         .merge(users::router())
         .fallback(|| async { crate::error::ApiError::NotFound("route") });
-    layers::rest(api, &state).merge(health::router()).with_state(state)
+    layers::rest(api).merge(health::router()).with_state(state)
 }
 
 /// The client's address for throttling: the nearest proxy's `X-Forwarded-For` entry (the

@@ -43,7 +43,9 @@ where
         let user = s.extensions.get::<Identity>().map(|i| i.user.id).unwrap_or_default();
         let span = info_span!("socket_event", event, user_id = %user, conversation_id = tracing::field::Empty, trace_id = tracing::field::Empty);
         crate::telemetry::record_trace_id(&span);
+        let in_flight = state.in_flight.enter();
         async move {
+            let _in_flight = in_flight;
             let start = Instant::now();
             metrics::counter!(m::EVENTS_TOTAL, "event" => event).increment(1);
             let res = async {
@@ -223,7 +225,9 @@ fn register_send_message<A: Adapter>(s: &SocketRef<A>, state: &AppState) {
         let user = s.extensions.get::<Identity>().map(|i| i.user.id).unwrap_or_default();
         let span = info_span!("socket_event", event, user_id = %user, conversation_id = tracing::field::Empty, trace_id = tracing::field::Empty);
         crate::telemetry::record_trace_id(&span);
+        let in_flight = state.in_flight.enter();
         async move {
+            let _in_flight = in_flight;
             let start = Instant::now();
             metrics::counter!(m::EVENTS_TOTAL, "event" => event).increment(1);
             let res = async {

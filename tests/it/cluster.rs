@@ -96,7 +96,7 @@ async fn reads_after_an_ack_see_the_write_on_every_node() {
 async fn rate_limit_is_shared_by_all_nodes() {
     let env = Env::cluster().await;
     let flags = ["--rate-limit-messages", "6", "--rate-limit-window-secs", "60"];
-    let nodes = vec![env.node_with("n1", &flags).await, env.node_with("n2", &flags).await];
+    let nodes = [env.node_with("n1", &flags).await, env.node_with("n2", &flags).await];
     let conv = Api::new(&nodes[0].base, "alice").conversation_with("bob").await;
     let path = format!("/api/chat/conversations/{conv}/messages");
     let mut statuses = Vec::new();
@@ -227,8 +227,7 @@ async fn rolling_sigterm_loses_no_acknowledged_message() {
     use std::sync::{Arc, Mutex};
     let env = Env::cluster().await;
     let flags = ["--drain-delay-secs", "1", "--shutdown-grace-secs", "10"];
-    let mut procs =
-        vec![env.process("p1", &flags).await, env.process("p2", &flags).await, env.process("p3", &flags).await];
+    let mut procs = [env.process("p1", &flags).await, env.process("p2", &flags).await, env.process("p3", &flags).await];
     let bases = Arc::new(Mutex::new(procs.iter().map(|p| p.base.clone()).collect::<Vec<_>>()));
     let conv = Api::new(&procs[0].base, "alice").conversation_with("bob").await;
 

@@ -437,17 +437,12 @@ fn first_value(p: &Payload) -> Value {
     }
 }
 
+#[derive(Default)]
 pub struct SockOpts {
     pub auth: Option<Value>,
     pub polling: bool,
     pub reconnect: bool,
     pub query_token: Option<String>,
-}
-
-impl Default for SockOpts {
-    fn default() -> Self {
-        Self { auth: None, polling: false, reconnect: false, query_token: None }
-    }
 }
 
 impl Sock {

@@ -1,0 +1,736 @@
+//! The multi-step protocols (send, catch-up, mark read, mark delivered), written against
+//! [`Ops`] — one method per single-document (or single-command) MongoDB operation — so that
+//! the same code runs on the driver ([`super::MongoStore`]) and, in the tests below, on an
+//! in-memory model with concurrent callers and injected failures between any two steps.
+//! The module docs of [`super`] explain why these protocols keep the invariants.
+
+use async_trait::async_trait;
+use bson::oid::ObjectId;
+
+use super::schema::{ConversationDoc, MessageDoc, parse_id};
+use crate::{
+    chat::model::{MessageStatus, Timestamp},
+    store::{NewMessage, ReadReceipt, StoreError, StoreResult},
+};
+
+/// Insert attempts before giving up under contention (each lost race means someone else's
+/// message got the seq: progress was made).
+const MAX_INSERT_ATTEMPTS: usize = 32;
+/// Unapplied messages fetched per catch-up round.
+const CATCH_UP_BATCH: i64 = 128;
+const MAX_CATCH_UP_ROUNDS: usize = 64;
+const MAX_RECOUNT_ROUNDS: usize = 16;
+
+#[async_trait]
+pub(super) trait Ops: Send + Sync {
+    async fn conversation(&self, id: ObjectId) -> StoreResult<Option<ConversationDoc>>;
+    async fn message_by_client_id(&self, sender: &str, client_message_id: &str) -> StoreResult<Option<MessageDoc>>;
+    /// `Ok(false)`: a unique index refused it (seq taken, or clientMessageId already used).
+    async fn try_insert(&self, m: &MessageDoc) -> StoreResult<bool>;
+    /// Messages with `seq > after`, oldest first.
+    async fn stored_after(&self, conversation: ObjectId, after: i64, limit: i64) -> StoreResult<Vec<MessageDoc>>;
+    /// Applies `m` to its conversation iff `lastSeq == m.seq - 1`; the updated doc, or `None`.
+    async fn apply_message(&self, m: &MessageDoc, receiver_slot: Option<usize>)
+    -> StoreResult<Option<ConversationDoc>>;
+    /// `reader`'s unread messages up to `up_to` become read; how many changed.
+    async fn mark_messages_read(&self, conversation: ObjectId, reader: &str, up_to: i64) -> StoreResult<u64>;
+    async fn count_unread(&self, conversation: ObjectId, reader: &str, up_to: i64) -> StoreResult<i64>;
+    /// `unread[slot] = min(unread[slot], count)` iff `lastSeq == watermark`; the updated doc.
+    async fn set_unread(
+        &self,
+        conversation: ObjectId,
+        watermark: i64,
+        slot: usize,
+        count: i64,
+        last_message_read: bool,
+    ) -> StoreResult<Option<ConversationDoc>>;
+    async fn mark_messages_delivered(&self, conversation: ObjectId, receiver: &str, up_to: i64) -> StoreResult<u64>;
+    async fn mark_last_message_delivered(&self, conversation: ObjectId, receiver: &str, up_to: i64) -> StoreResult<()>;
+}
+
+/// What [`store_message`] did.
+#[derive(Debug)]
+pub(super) enum Stored {
+    /// Inserted with the next seq; the conversation as read before the insert.
+    Created(MessageDoc, Box<ConversationDoc>),
+    /// A message with this (senderId, clientMessageId) already existed.
+    Existing(MessageDoc),
+}
+
+/// Step 1 of a send: the message is durably stored with the next seq (or found, for a retry).
+/// The insert itself takes the seq: the unique (conversationId, seq) index lets exactly one
+/// message have it, and a failed insert consumes nothing, so there is nothing to leave a gap.
+pub(super) async fn store_message<O: Ops + ?Sized>(
+    ops: &O,
+    msg: NewMessage,
+    created_at: &Timestamp,
+) -> StoreResult<Stored> {
+    // No look-up of the clientMessageId first: a retry's insert is refused by the unique index
+    // (consuming nothing) and the original is read then; the common case saves a round trip.
+    let conversation = parse_id(&msg.conversation_id).ok_or(StoreError::NotFound)?;
+    let mut conv = ops.conversation(conversation).await?.ok_or(StoreError::NotFound)?;
+    let mut doc = MessageDoc::new(conversation, msg, created_at);
+    for _ in 0..MAX_INSERT_ATTEMPTS {
+        doc.seq = conv.last_seq + 1;
+        if ops.try_insert(&doc).await? {
+            return Ok(Stored::Created(doc, Box::new(conv)));
+        }
+        // Refused: either this is a concurrent retry of the same send…
+        if let Some(cmid) = &doc.client_message_id
+            && let Some(existing) = ops.message_by_client_id(&doc.sender_id, cmid).await?
+        {
+            return Ok(Stored::Existing(existing));
+        }
+        // …or the seq is taken: bring the summary up to the newest stored message, try after it.
+        conv = catch_up(ops, conv, None).await?;
+    }
+    Err(StoreError::Unavailable("too much contention on the conversation's seq".into()))
+}
+
+/// Step 2 of a send: the conversation's summary (lastSeq, lastMessage, updatedAt, unread)
+/// includes `m`. `conv` is a recent read of the conversation, if the caller has one.
+pub(super) async fn settle<O: Ops + ?Sized>(
+    ops: &O,
+    conv: Option<ConversationDoc>,
+    m: &MessageDoc,
+) -> StoreResult<ConversationDoc> {
+    let mut conv = match conv {
+        Some(c) => c,
+        None => ops.conversation(m.conversation_id).await?.ok_or(StoreError::NotFound)?,
+    };
+    if conv.last_seq >= m.seq {
+        return Ok(conv);
+    }
+    if conv.last_seq == m.seq - 1 {
+        // The common case: our message is next; one compare-and-set.
+        if let Some(c) = ops.apply_message(m, conv.participant_index(&m.receiver_id)).await? {
+            return Ok(c);
+        }
+        conv = ops.conversation(m.conversation_id).await?.ok_or(StoreError::NotFound)?;
+    }
+    catch_up(ops, conv, Some(m.seq)).await
+}
+
+/// Applies stored but not yet applied messages to the summary, in seq order, each exactly once
+/// (compare-and-set on `lastSeq`), whoever stored them — also those of a node that died between
+/// its insert and its summary update. Up to `target`, or, with `None`, those stored now.
+pub(super) async fn catch_up<O: Ops + ?Sized>(
+    ops: &O,
+    mut conv: ConversationDoc,
+    mut target: Option<i64>,
+) -> StoreResult<ConversationDoc> {
+    for _ in 0..MAX_CATCH_UP_ROUNDS {
+        if target.is_some_and(|t| conv.last_seq >= t) {
+            return Ok(conv);
+        }
+        let pending = ops.stored_after(conv.id, conv.last_seq, CATCH_UP_BATCH).await?;
+        match pending.first() {
+            None if target.is_none() => return Ok(conv),
+            // Our copy of the conversation is older than a message we know exists: reload.
+            None => {}
+            Some(first) if first.seq > conv.last_seq + 1 => {
+                // Cannot happen while the unique (conversationId, seq) index exists.
+                return Err(StoreError::Internal(format!(
+                    "conversation {}: seq {} missing before {}",
+                    conv.id,
+                    conv.last_seq + 1,
+                    first.seq
+                )));
+            }
+            Some(_) => {
+                if target.is_none() {
+                    target = pending.last().map(|m| m.seq);
+                }
+                let mut raced = false;
+                for m in &pending {
+                    if m.seq != conv.last_seq + 1 {
+                        raced = true;
+                        break;
+                    }
+                    match ops.apply_message(m, conv.participant_index(&m.receiver_id)).await? {
+                        Some(c) => conv = c,
+                        None => {
+                            raced = true;
+                            break;
+                        }
+                    }
+                }
+                if !raced {
+                    continue;
+                }
+            }
+        }
+        // Someone else applied in between: continue from the current state.
+        conv = ops.conversation(conv.id).await?.ok_or(StoreError::NotFound)?;
+    }
+    Err(StoreError::Unavailable("conversation catch-up did not converge".into()))
+}
+
+/// `mark_read`: marks up to `min(up_to, lastSeq)`, then recounts the reader's unread messages
+/// at a watermark and stores the count only if the watermark is still current (a message
+/// applied meanwhile adds its +1 after, or we recount).
+pub(super) async fn mark_read<O: Ops + ?Sized>(
+    ops: &O,
+    conversation: ObjectId,
+    reader: &str,
+    up_to: Option<i64>,
+    read_at: Timestamp,
+) -> StoreResult<ReadReceipt> {
+    let mut conv = ops.conversation(conversation).await?.ok_or(StoreError::NotFound)?;
+    if up_to.is_none_or(|u| u > conv.last_seq) {
+        conv = catch_up(ops, conv, None).await?;
+    }
+    let up = up_to.map_or(conv.last_seq, |u| u.min(conv.last_seq));
+    let updated = ops.mark_messages_read(conversation, reader, up).await?;
+    let slot = conv.participant_index(reader);
+    for _ in 0..MAX_RECOUNT_ROUNDS {
+        let count = ops.count_unread(conversation, reader, conv.last_seq).await?;
+        let Some(slot) = slot else {
+            return Ok(ReadReceipt { up_to_seq: up, read_at, unread_count: count, updated });
+        };
+        // `lastSeq` is the guard, so `lastMessage` is still the message we look at here.
+        let last_read = conv
+            .last_message
+            .as_ref()
+            .is_some_and(|m| m.receiver_id == reader && m.seq <= up && m.status != MessageStatus::Read);
+        if let Some(c) = ops.set_unread(conversation, conv.last_seq, slot, count, last_read).await? {
+            return Ok(ReadReceipt { up_to_seq: up, read_at, unread_count: c.unread[slot], updated });
+        }
+        conv = ops.conversation(conversation).await?.ok_or(StoreError::NotFound)?;
+    }
+    Err(StoreError::Unavailable("unread recount did not converge".into()))
+}
+
+/// `mark_delivered`: `sent` → `delivered` up to `min(up_to, lastSeq)`, and the embedded last
+/// message with them. Unknown conversation: nothing to do (like the SQLite store).
+pub(super) async fn mark_delivered<O: Ops + ?Sized>(
+    ops: &O,
+    conversation: ObjectId,
+    receiver: &str,
+    up_to: i64,
+) -> StoreResult<u64> {
+    let Some(mut conv) = ops.conversation(conversation).await? else { return Ok(0) };
+    if up_to > conv.last_seq {
+        conv = catch_up(ops, conv, None).await?;
+    }
+    let up = up_to.min(conv.last_seq);
+    if up < 1 {
+        return Ok(0);
+    }
+    let updated = ops.mark_messages_delivered(conversation, receiver, up).await?;
+    let last_needs_it = conv
+        .last_message
+        .as_ref()
+        .is_some_and(|m| m.receiver_id == receiver && m.seq <= up && m.status == MessageStatus::Sent);
+    if last_needs_it {
+        ops.mark_last_message_delivered(conversation, receiver, up).await?;
+    }
+    Ok(updated)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The protocols against an in-memory model of the two collections: each `Ops` call is one
+    //! atomic step (as one MongoDB single-document operation is), callers interleave between
+    //! steps, and injected faults stop a caller between any two steps (a crashed node, a
+    //! timeout, a dropped future). The invariants are checked at the end.
+
+    use std::{
+        collections::{HashMap, HashSet},
+        sync::{
+            Arc, Mutex,
+            atomic::{AtomicBool, AtomicU32, Ordering},
+        },
+    };
+
+    use bson::DateTime;
+    use rand::{Rng, SeedableRng, rngs::StdRng};
+
+    use super::*;
+    use crate::chat::model::{MessageType, now};
+
+    #[derive(Default)]
+    struct Db {
+        convs: HashMap<ObjectId, ConversationDoc>,
+        messages: Vec<MessageDoc>,
+    }
+
+    struct Model {
+        db: Mutex<Db>,
+        rng: Mutex<StdRng>,
+        /// Per-mille chance that a step fails (before it runs, or after it ran for inserts).
+        fault_per_mille: AtomicU32,
+        faults: AtomicU32,
+        /// When set, `apply_message` always fails: a node dying right after its insert.
+        break_apply: AtomicBool,
+    }
+
+    impl Model {
+        fn new(seed: u64) -> Arc<Self> {
+            Arc::new(Self {
+                db: Mutex::default(),
+                rng: Mutex::new(StdRng::seed_from_u64(seed)),
+                fault_per_mille: AtomicU32::new(0),
+                faults: AtomicU32::new(0),
+                break_apply: AtomicBool::new(false),
+            })
+        }
+
+        fn conversation_between(&self, a: &str, b: &str) -> ObjectId {
+            let id = ObjectId::new();
+            let t = DateTime::from_millis(0);
+            self.db.lock().unwrap().convs.insert(
+                id,
+                ConversationDoc {
+                    id,
+                    participants: [a.into(), b.into()],
+                    user_a: a.into(),
+                    user_b: b.into(),
+                    job_id: None,
+                    last_seq: 0,
+                    last_message: None,
+                    unread: [0, 0],
+                    created_at: t,
+                    updated_at: t,
+                },
+            );
+            id
+        }
+
+        async fn step(&self) -> StoreResult<()> {
+            tokio::task::yield_now().await;
+            let p = self.fault_per_mille.load(Ordering::Relaxed);
+            if p > 0 && self.rng.lock().unwrap().random_range(0..1000) < p {
+                self.faults.fetch_add(1, Ordering::Relaxed);
+                return Err(StoreError::Unavailable("injected".into()));
+            }
+            Ok(())
+        }
+
+        fn conv(&self, id: ObjectId) -> ConversationDoc {
+            self.db.lock().unwrap().convs[&id].clone()
+        }
+
+        fn messages(&self, id: ObjectId) -> Vec<MessageDoc> {
+            let mut v: Vec<_> =
+                self.db.lock().unwrap().messages.iter().filter(|m| m.conversation_id == id).cloned().collect();
+            v.sort_by_key(|m| m.seq);
+            v
+        }
+
+        /// Every invariant of the module docs, at rest.
+        fn check(&self, id: ObjectId) {
+            let msgs = self.messages(id);
+            let seqs: Vec<i64> = msgs.iter().map(|m| m.seq).collect();
+            assert_eq!(seqs, (1..=msgs.len() as i64).collect::<Vec<_>>(), "gap-free, no duplicates");
+            let mut keys = HashSet::new();
+            for m in &msgs {
+                if let Some(c) = &m.client_message_id {
+                    assert!(keys.insert((m.sender_id.clone(), c.clone())), "duplicate clientMessageId {c}");
+                }
+            }
+            let conv = self.conv(id);
+            assert_eq!(conv.last_seq, msgs.len() as i64);
+            assert_eq!(conv.last_message.as_ref(), msgs.last(), "lastMessage is the newest, status included");
+            for (slot, p) in conv.participants.iter().enumerate() {
+                let truth = msgs.iter().filter(|m| &m.receiver_id == p && m.status != MessageStatus::Read).count();
+                assert_eq!(conv.unread[slot], truth as i64, "unread of {p}");
+            }
+        }
+    }
+
+    #[async_trait]
+    impl Ops for Model {
+        async fn conversation(&self, id: ObjectId) -> StoreResult<Option<ConversationDoc>> {
+            self.step().await?;
+            Ok(self.db.lock().unwrap().convs.get(&id).cloned())
+        }
+
+        async fn message_by_client_id(&self, sender: &str, cmid: &str) -> StoreResult<Option<MessageDoc>> {
+            self.step().await?;
+            let db = self.db.lock().unwrap();
+            Ok(db
+                .messages
+                .iter()
+                .find(|m| m.sender_id == sender && m.client_message_id.as_deref() == Some(cmid))
+                .cloned())
+        }
+
+        async fn try_insert(&self, m: &MessageDoc) -> StoreResult<bool> {
+            self.step().await?;
+            let inserted = {
+                let mut db = self.db.lock().unwrap();
+                let taken = db.messages.iter().any(|o| {
+                    o.id == m.id
+                        || (o.conversation_id == m.conversation_id && o.seq == m.seq)
+                        || (o.sender_id == m.sender_id
+                            && o.client_message_id.is_some()
+                            && o.client_message_id == m.client_message_id)
+                });
+                if !taken {
+                    db.messages.push(m.clone());
+                }
+                !taken
+            };
+            // The reply can be lost after the write happened.
+            self.step().await?;
+            Ok(inserted)
+        }
+
+        async fn stored_after(&self, id: ObjectId, after: i64, limit: i64) -> StoreResult<Vec<MessageDoc>> {
+            self.step().await?;
+            let mut v: Vec<_> = self.messages(id).into_iter().filter(|m| m.seq > after).collect();
+            v.truncate(limit as usize);
+            Ok(v)
+        }
+
+        async fn apply_message(&self, m: &MessageDoc, slot: Option<usize>) -> StoreResult<Option<ConversationDoc>> {
+            self.step().await?;
+            if self.break_apply.load(Ordering::Relaxed) {
+                return Err(StoreError::Unavailable("node died".into()));
+            }
+            let mut db = self.db.lock().unwrap();
+            let Some(c) = db.convs.get_mut(&m.conversation_id) else { return Ok(None) };
+            if c.last_seq != m.seq - 1 {
+                return Ok(None);
+            }
+            c.last_seq = m.seq;
+            c.last_message = Some(m.clone());
+            c.updated_at = c.updated_at.max(m.created_at);
+            if let Some(i) = slot {
+                c.unread[i] += 1;
+            }
+            Ok(Some(c.clone()))
+        }
+
+        async fn mark_messages_read(&self, id: ObjectId, reader: &str, up_to: i64) -> StoreResult<u64> {
+            self.step().await?;
+            let mut n = 0;
+            for m in self.db.lock().unwrap().messages.iter_mut() {
+                if m.conversation_id == id
+                    && m.receiver_id == reader
+                    && m.status != MessageStatus::Read
+                    && m.seq <= up_to
+                {
+                    m.status = MessageStatus::Read;
+                    n += 1;
+                }
+            }
+            Ok(n)
+        }
+
+        async fn count_unread(&self, id: ObjectId, reader: &str, up_to: i64) -> StoreResult<i64> {
+            self.step().await?;
+            let db = self.db.lock().unwrap();
+            Ok(db
+                .messages
+                .iter()
+                .filter(|m| {
+                    m.conversation_id == id
+                        && m.receiver_id == reader
+                        && m.status != MessageStatus::Read
+                        && m.seq <= up_to
+                })
+                .count() as i64)
+        }
+
+        async fn set_unread(
+            &self,
+            id: ObjectId,
+            watermark: i64,
+            slot: usize,
+            count: i64,
+            last_read: bool,
+        ) -> StoreResult<Option<ConversationDoc>> {
+            self.step().await?;
+            let mut db = self.db.lock().unwrap();
+            let Some(c) = db.convs.get_mut(&id) else { return Ok(None) };
+            if c.last_seq != watermark {
+                return Ok(None);
+            }
+            c.unread[slot] = c.unread[slot].min(count);
+            if last_read && let Some(m) = c.last_message.as_mut() {
+                m.status = MessageStatus::Read;
+            }
+            Ok(Some(c.clone()))
+        }
+
+        async fn mark_messages_delivered(&self, id: ObjectId, receiver: &str, up_to: i64) -> StoreResult<u64> {
+            self.step().await?;
+            let mut n = 0;
+            for m in self.db.lock().unwrap().messages.iter_mut() {
+                if m.conversation_id == id
+                    && m.receiver_id == receiver
+                    && m.status == MessageStatus::Sent
+                    && m.seq <= up_to
+                {
+                    m.status = MessageStatus::Delivered;
+                    n += 1;
+                }
+            }
+            Ok(n)
+        }
+
+        async fn mark_last_message_delivered(&self, id: ObjectId, receiver: &str, up_to: i64) -> StoreResult<()> {
+            self.step().await?;
+            let mut db = self.db.lock().unwrap();
+            if let Some(m) = db.convs.get_mut(&id).and_then(|c| c.last_message.as_mut())
+                && m.receiver_id == receiver
+                && m.seq <= up_to
+                && m.status == MessageStatus::Sent
+            {
+                m.status = MessageStatus::Delivered;
+            }
+            Ok(())
+        }
+    }
+
+    fn new_message(conv: ObjectId, from: &str, to: &str, cmid: Option<String>) -> NewMessage {
+        NewMessage {
+            conversation_id: conv.to_hex(),
+            sender_id: from.into(),
+            receiver_id: to.into(),
+            message_type: MessageType::Text,
+            content: "hi".into(),
+            client_message_id: cmid,
+        }
+    }
+
+    /// A whole send as `MongoStore::insert_message` does it: step 1 must succeed, step 2 is
+    /// best effort (a failure there leaves work for the next catch-up, never a gap).
+    async fn send(ops: &Model, m: NewMessage) -> StoreResult<(MessageDoc, bool)> {
+        match store_message(ops, m, &now()).await? {
+            Stored::Created(doc, conv) => {
+                let _ = settle(ops, Some(*conv), &doc).await;
+                Ok((doc, true))
+            }
+            Stored::Existing(doc) => {
+                let _ = settle(ops, None, &doc).await;
+                Ok((doc, false))
+            }
+        }
+    }
+
+    /// Brings everything to rest with faults off, as the next successful writer would.
+    async fn quiesce(ops: &Model, id: ObjectId) {
+        ops.fault_per_mille.store(0, Ordering::Relaxed);
+        ops.break_apply.store(false, Ordering::Relaxed);
+        let conv = ops.conv(id);
+        catch_up(ops, conv, None).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn sequential_sends_number_from_one_and_keep_the_summary() {
+        let db = Model::new(1);
+        let c = db.conversation_between("a", "b");
+        for i in 1..=5 {
+            let (m, created) = send(&db, new_message(c, "a", "b", None)).await.unwrap();
+            assert_eq!((m.seq, created), (i, true));
+        }
+        let (m, _) = send(&db, new_message(c, "b", "a", None)).await.unwrap();
+        assert_eq!(m.seq, 6);
+        assert_eq!(db.conv(c).unread, [1, 5]);
+        db.check(c);
+    }
+
+    #[tokio::test]
+    async fn unknown_or_invalid_conversation_is_not_found() {
+        let db = Model::new(2);
+        let mut m = new_message(ObjectId::new(), "a", "b", None);
+        assert!(matches!(store_message(&*db, m.clone(), &now()).await, Err(StoreError::NotFound)));
+        m.conversation_id = "not-an-id".into();
+        assert!(matches!(store_message(&*db, m, &now()).await, Err(StoreError::NotFound)));
+    }
+
+    #[tokio::test]
+    async fn a_retry_returns_the_original_without_taking_a_seq() {
+        let db = Model::new(3);
+        let c = db.conversation_between("a", "b");
+        let (first, created) = send(&db, new_message(c, "a", "b", Some("m1".into()))).await.unwrap();
+        assert!(created);
+        let (again, created) = send(&db, new_message(c, "a", "b", Some("m1".into()))).await.unwrap();
+        assert!(!created);
+        assert_eq!(again, first);
+        // The same clientMessageId from the other user is another message.
+        let (other, created) = send(&db, new_message(c, "b", "a", Some("m1".into()))).await.unwrap();
+        assert!(created);
+        assert_eq!(other.seq, 2);
+        db.check(c);
+    }
+
+    #[tokio::test]
+    async fn a_node_dying_between_insert_and_summary_leaves_no_gap() {
+        let db = Model::new(4);
+        let c = db.conversation_between("a", "b");
+        send(&db, new_message(c, "a", "b", None)).await.unwrap();
+        db.break_apply.store(true, Ordering::Relaxed);
+        let (orphan, _) = send(&db, new_message(c, "a", "b", Some("x".into()))).await.unwrap();
+        assert_eq!(orphan.seq, 2);
+        assert_eq!(db.conv(c).last_seq, 1, "summary not updated: the node died");
+        db.break_apply.store(false, Ordering::Relaxed);
+        // The next sender runs into seq 2, applies it, then takes 3.
+        let (next, _) = send(&db, new_message(c, "b", "a", None)).await.unwrap();
+        assert_eq!(next.seq, 3);
+        db.check(c);
+        assert_eq!(db.conv(c).unread, [1, 2]);
+    }
+
+    #[tokio::test]
+    async fn a_retry_of_an_orphan_repairs_the_summary() {
+        let db = Model::new(5);
+        let c = db.conversation_between("a", "b");
+        db.break_apply.store(true, Ordering::Relaxed);
+        send(&db, new_message(c, "a", "b", Some("m".into()))).await.unwrap();
+        db.break_apply.store(false, Ordering::Relaxed);
+        let (m, created) = send(&db, new_message(c, "a", "b", Some("m".into()))).await.unwrap();
+        assert_eq!((m.seq, created), (1, false));
+        db.check(c);
+    }
+
+    #[tokio::test]
+    async fn reads_and_deliveries_cover_unapplied_messages_and_the_last_message() {
+        let db = Model::new(6);
+        let c = db.conversation_between("a", "b");
+        for _ in 0..3 {
+            send(&db, new_message(c, "a", "b", None)).await.unwrap();
+        }
+        db.break_apply.store(true, Ordering::Relaxed);
+        send(&db, new_message(c, "a", "b", None)).await.unwrap();
+        db.break_apply.store(false, Ordering::Relaxed);
+        // Asking past the summary catches up first, so seq 4 is covered too.
+        assert_eq!(mark_delivered(&*db, c, "b", 10).await.unwrap(), 4);
+        assert_eq!(db.conv(c).last_message.unwrap().status, MessageStatus::Delivered);
+        assert_eq!(mark_delivered(&*db, c, "a", 10).await.unwrap(), 0, "only messages to the caller");
+        let r = mark_read(&*db, c, "b", Some(2), now()).await.unwrap();
+        assert_eq!((r.up_to_seq, r.updated, r.unread_count), (2, 2, 2));
+        assert_eq!(db.conv(c).last_message.unwrap().status, MessageStatus::Delivered);
+        let r = mark_read(&*db, c, "b", None, now()).await.unwrap();
+        assert_eq!((r.up_to_seq, r.updated, r.unread_count), (4, 2, 0));
+        assert_eq!(db.conv(c).last_message.unwrap().status, MessageStatus::Read);
+        // Read is never downgraded.
+        assert_eq!(mark_delivered(&*db, c, "b", 10).await.unwrap(), 0);
+        let r = mark_read(&*db, c, "b", Some(99), now()).await.unwrap();
+        assert_eq!((r.up_to_seq, r.updated), (4, 0));
+        db.check(c);
+        assert!(matches!(mark_read(&*db, ObjectId::new(), "b", None, now()).await, Err(StoreError::NotFound)));
+        assert_eq!(mark_delivered(&*db, ObjectId::new(), "b", 3).await.unwrap(), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_duplicate_retries_create_one_message() {
+        for seed in 0..20 {
+            let db = Model::new(seed);
+            let c = db.conversation_between("a", "b");
+            let tasks: Vec<_> = (0..4)
+                .map(|_| {
+                    let db = db.clone();
+                    tokio::spawn(async move { send(&db, new_message(c, "a", "b", Some("same".into()))).await.unwrap() })
+                })
+                .collect();
+            let mut results = Vec::new();
+            for t in tasks {
+                results.push(t.await.unwrap());
+            }
+            assert_eq!(results.iter().filter(|(_, created)| *created).count(), 1, "seed {seed}");
+            assert!(results.iter().all(|(m, _)| m == &results[0].0 || m.seq == results[0].0.seq));
+            assert_eq!(db.messages(c).len(), 1);
+            db.check(c);
+        }
+    }
+
+    /// Many senders on both sides, retries of the same clientMessageId racing each other, a
+    /// reader marking read and delivered all along, and 5% of all steps failing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_sends_reads_and_faults_keep_every_invariant() {
+        for seed in 0..12 {
+            let db = Model::new(seed);
+            db.fault_per_mille.store(50, Ordering::Relaxed);
+            let c = db.conversation_between("alice", "bob.b");
+            let mut tasks = Vec::new();
+            for w in 0..6 {
+                let db = db.clone();
+                tasks.push(tokio::spawn(async move {
+                    let (from, to) = if w % 2 == 0 { ("alice", "bob.b") } else { ("bob.b", "alice") };
+                    let mut acked: Vec<(String, MessageDoc)> = Vec::new();
+                    for i in 0..15 {
+                        // Workers w and w+2 share ids: concurrent retries of the same send.
+                        let cmid = (i % 3 != 0).then(|| format!("{}-{i}", w % 4));
+                        for _attempt in 0..50 {
+                            if let Ok((m, _)) = send(&db, new_message(c, from, to, cmid.clone())).await {
+                                if let Some(id) = &cmid {
+                                    acked.push((id.clone(), m));
+                                }
+                                break;
+                            }
+                        }
+                    }
+                    acked
+                }));
+            }
+            for reader in ["alice", "bob.b"] {
+                let db = db.clone();
+                tasks.push(tokio::spawn(async move {
+                    for i in 0..20 {
+                        let up = if i % 4 == 0 { None } else { Some(i64::from(i)) };
+                        let _ = mark_read(&*db, c, reader, up, now()).await;
+                        let _ = mark_delivered(&*db, c, reader, i64::from(i) * 2).await;
+                    }
+                    Vec::new()
+                }));
+            }
+            let mut acked = Vec::new();
+            for t in tasks {
+                acked.extend(t.await.unwrap());
+            }
+            assert!(db.faults.load(Ordering::Relaxed) > 0, "faults were injected");
+            quiesce(&db, c).await;
+            // An interrupted mark_read may leave a count too high (never too low); the reader's
+            // next mark_read settles it.
+            for reader in ["alice", "bob.b"] {
+                mark_read(&*db, c, reader, Some(0), now()).await.unwrap();
+            }
+            db.check(c);
+            // Every acknowledged send is the stored message for its (sender, clientMessageId).
+            let stored = db.messages(c);
+            for (cmid, m) in acked {
+                let s = stored
+                    .iter()
+                    .find(|s| s.sender_id == m.sender_id && s.client_message_id.as_deref() == Some(&cmid))
+                    .unwrap();
+                assert_eq!((s.id, s.seq), (m.id, m.seq), "seed {seed}");
+            }
+        }
+    }
+
+    /// Without faults, the summary is exact at rest with no repair pass at all.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_sends_and_reads_without_faults_are_exact_at_rest() {
+        for seed in 0..10 {
+            let db = Model::new(seed);
+            let c = db.conversation_between("a", "b");
+            let mut tasks = Vec::new();
+            for w in 0..4 {
+                let db = db.clone();
+                tasks.push(tokio::spawn(async move {
+                    let (from, to) = if w % 2 == 0 { ("a", "b") } else { ("b", "a") };
+                    for i in 0..20 {
+                        send(&db, new_message(c, from, to, Some(format!("{w}-{i}")))).await.unwrap();
+                    }
+                }));
+            }
+            for reader in ["a", "b"] {
+                let db = db.clone();
+                tasks.push(tokio::spawn(async move {
+                    for i in 0..30 {
+                        mark_read(&*db, c, reader, (i % 3 != 0).then_some(i), now()).await.unwrap();
+                    }
+                }));
+            }
+            for t in tasks {
+                t.await.unwrap();
+            }
+            db.check(c);
+            assert_eq!(db.messages(c).len(), 80);
+        }
+    }
+}

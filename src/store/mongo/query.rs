@@ -1,0 +1,503 @@
+//! Every filter, update, sort and index document the store sends, built by small pure functions
+//! so that each one is checked by an exact-BSON unit test below (no server needed).
+
+use bson::{Bson, DateTime, Document, doc, oid::ObjectId};
+use mongodb::{IndexModel, options::IndexOptions};
+
+use super::schema::{CONVERSATIONS, MESSAGES, MessageDoc};
+use crate::{
+    chat::model::{MessageStatus, Role},
+    store::HistoryQuery,
+};
+
+/// A `find`: filter, sort, limit (always > 0, so never "no limit") and skip.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct FindSpec {
+    pub filter: Document,
+    pub sort: Document,
+    pub limit: i64,
+    pub skip: Option<u64>,
+}
+
+pub(super) fn by_id(id: ObjectId) -> Document {
+    doc! { "_id": id }
+}
+
+// ---- users --------------------------------------------------------------------------------
+
+pub(super) fn users_by_ids(ids: &[String]) -> Document {
+    doc! { "_id": { "$in": ids } }
+}
+
+pub(super) fn user_key(id: &str) -> Document {
+    doc! { "_id": id }
+}
+
+/// Upsert body of a user record (every field replaced, like the SQLite store).
+pub(super) fn user_upsert(
+    name: &str,
+    email: Option<&str>,
+    role: Role,
+    avatar: Option<&str>,
+    now: DateTime,
+) -> Document {
+    doc! { "$set": { "name": name, "email": email, "role": role.as_str(), "avatar": avatar, "updatedAt": now } }
+}
+
+// ---- conversations --------------------------------------------------------------------------
+
+/// The unique key: sorted pair and job (`null` = no job; the unique index treats it as a value).
+pub(super) fn conversation_key(pair: &[String; 2], job_id: Option<&str>) -> Document {
+    doc! { "userA": &pair[0], "userB": &pair[1], "jobId": job_id }
+}
+
+/// Upsert body of `find_or_create_conversation`: the key fields come from the filter's
+/// equalities; `_id` is chosen here so the caller can tell "created" from "found".
+pub(super) fn conversation_insert(id: ObjectId, pair: &[String; 2], now: DateTime) -> Document {
+    doc! {
+        "$setOnInsert": {
+            "_id": id,
+            "participants": [&pair[0], &pair[1]],
+            "lastSeq": 0_i64,
+            "lastMessage": Bson::Null,
+            "unread": [0_i64, 0_i64],
+            "createdAt": now,
+            "updatedAt": now,
+        }
+    }
+}
+
+/// A user's conversations, after the keyset cursor (updatedAt, _id) when there is one.
+pub(super) fn conversations_of(user: &str, after: Option<(DateTime, ObjectId)>) -> Document {
+    match after {
+        None => doc! { "participants": user },
+        Some((t, id)) => doc! {
+            "participants": user,
+            "$or": [ { "updatedAt": { "$lt": t } }, { "updatedAt": t, "_id": { "$lt": id } } ],
+        },
+    }
+}
+
+/// Most recent activity first, ties by id (the keyset order of [`ListCursor`](crate::store::ListCursor)).
+pub(super) fn conversations_order() -> Document {
+    doc! { "updatedAt": -1, "_id": -1 }
+}
+
+/// Conversations where `user` has something unread (the user's slot of `unread` is > 0).
+pub(super) fn unread_of(user: &str) -> Document {
+    doc! {
+        "participants": user,
+        "$or": [
+            { "userA": user, "unread.0": { "$gt": 0 } },
+            { "userB": user, "unread.1": { "$gt": 0 } },
+        ],
+    }
+}
+
+pub(super) fn unread_projection() -> Document {
+    doc! { "_id": 1, "participants": 1, "unread": 1 }
+}
+
+/// Compare-and-set guard of a summary update: only at this watermark.
+pub(super) fn conversation_at(id: ObjectId, last_seq: i64) -> Document {
+    doc! { "_id": id, "lastSeq": last_seq }
+}
+
+/// Applies stored message `m` to its conversation's summary. Used with
+/// `conversation_at(m.conversationId, m.seq - 1)`, so each message is applied once, in order.
+pub(super) fn apply_message(m: &MessageDoc, receiver_slot: Option<usize>) -> Result<Document, bson::ser::Error> {
+    let mut update = doc! {
+        "$set": { "lastSeq": m.seq, "lastMessage": bson::to_bson(m)? },
+        "$max": { "updatedAt": m.created_at },
+    };
+    if let Some(i) = receiver_slot {
+        update.insert("$inc", doc! { format!("unread.{i}"): 1_i64 });
+    }
+    Ok(update)
+}
+
+/// Lowers the reader's count to a fresh recount (never raises it: a concurrent, older recount
+/// may only be larger), and marks the embedded last message read when it was covered.
+pub(super) fn set_unread(slot: usize, count: i64, last_message_read: bool) -> Document {
+    let mut update = doc! { "$min": { format!("unread.{slot}"): count } };
+    if last_message_read {
+        update.insert("$set", doc! { "lastMessage.status": MessageStatus::Read.as_str() });
+    }
+    update
+}
+
+/// The embedded last message, if it is one of `receiver`'s still `sent` messages up to `up_to`.
+pub(super) fn last_message_deliverable(id: ObjectId, receiver: &str, up_to: i64) -> Document {
+    doc! {
+        "_id": id,
+        "lastMessage.receiverId": receiver,
+        "lastMessage.seq": { "$lte": up_to },
+        "lastMessage.status": MessageStatus::Sent.as_str(),
+    }
+}
+
+pub(super) fn last_message_delivered() -> Document {
+    doc! { "$set": { "lastMessage.status": MessageStatus::Delivered.as_str() } }
+}
+
+// ---- messages --------------------------------------------------------------------------------
+
+pub(super) fn by_client_id(sender: &str, client_message_id: &str) -> Document {
+    doc! { "senderId": sender, "clientMessageId": client_message_id }
+}
+
+/// Messages with `seq > after`, oldest first; `limit` + 1 rows are asked for by callers that
+/// need `hasMore`.
+pub(super) fn messages_after(conversation: ObjectId, after: i64, limit: i64) -> FindSpec {
+    FindSpec {
+        filter: doc! { "conversationId": conversation, "seq": { "$gt": after } },
+        sort: doc! { "seq": 1 },
+        limit,
+        skip: None,
+    }
+}
+
+/// A history page, newest first (one extra row tells whether older ones exist).
+pub(super) fn history(conversation: ObjectId, q: &HistoryQuery) -> FindSpec {
+    let limit = i64::from(q.limit) + 1;
+    match q.before_seq {
+        Some(before) => FindSpec {
+            filter: doc! { "conversationId": conversation, "seq": { "$lt": before } },
+            sort: doc! { "seq": -1 },
+            limit,
+            skip: None,
+        },
+        None => FindSpec {
+            filter: doc! { "conversationId": conversation },
+            sort: doc! { "seq": -1 },
+            limit,
+            // The server takes a signed 64-bit skip.
+            skip: (q.skip > 0).then_some(q.skip.min(i64::MAX as u64)),
+        },
+    }
+}
+
+/// `reader`'s messages not yet read, up to `up_to` (mark-read target and unread recount).
+pub(super) fn unread_messages(conversation: ObjectId, reader: &str, up_to: i64) -> Document {
+    doc! {
+        "conversationId": conversation,
+        "receiverId": reader,
+        "status": { "$ne": MessageStatus::Read.as_str() },
+        "seq": { "$lte": up_to },
+    }
+}
+
+pub(super) fn set_status(status: MessageStatus) -> Document {
+    doc! { "$set": { "status": status.as_str() } }
+}
+
+/// `receiver`'s messages still `sent`, up to `up_to` (never downgrades `read`).
+pub(super) fn undelivered_messages(conversation: ObjectId, receiver: &str, up_to: i64) -> Document {
+    doc! {
+        "conversationId": conversation,
+        "receiverId": receiver,
+        "status": MessageStatus::Sent.as_str(),
+        "seq": { "$lte": up_to },
+    }
+}
+
+// ---- indexes ---------------------------------------------------------------------------------
+
+/// One index: collection, name, keys, uniqueness and partial filter.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct IndexSpec {
+    pub collection: &'static str,
+    pub name: &'static str,
+    pub keys: Document,
+    pub unique: bool,
+    pub partial: Option<Document>,
+}
+
+impl IndexSpec {
+    pub fn model(&self) -> IndexModel {
+        let options = IndexOptions::builder()
+            .name(self.name.to_owned())
+            .unique(self.unique.then_some(true))
+            .partial_filter_expression(self.partial.clone())
+            .build();
+        IndexModel::builder().keys(self.keys.clone()).options(options).build()
+    }
+}
+
+/// Every index, by collection. Named, so `createIndexes` is a no-op when they exist.
+pub(super) fn indexes() -> Vec<IndexSpec> {
+    let spec = |collection, name, keys, unique, partial| IndexSpec { collection, name, keys, unique, partial };
+    vec![
+        // One conversation per (sorted pair, job): what makes concurrent creation converge.
+        spec(CONVERSATIONS, "conversations_pair_job", doc! { "userA": 1, "userB": 1, "jobId": 1 }, true, None),
+        // A user's conversations by last activity (list, partners, unread): serves both
+        // "by participants" and "by last activity"; the keyset cursor needs `_id` as tiebreak.
+        spec(
+            CONVERSATIONS,
+            "conversations_participants_activity",
+            doc! { "participants": 1, "updatedAt": -1, "_id": -1 },
+            false,
+            None,
+        ),
+        // The seq allocator: a seq is taken by inserting the message that has it.
+        spec(MESSAGES, "messages_conversation_seq", doc! { "conversationId": 1, "seq": 1 }, true, None),
+        // Retry dedup; partial so that messages without a clientMessageId never collide.
+        spec(
+            MESSAGES,
+            "messages_sender_client_id",
+            doc! { "senderId": 1, "clientMessageId": 1 },
+            true,
+            Some(doc! { "clientMessageId": { "$type": "string" } }),
+        ),
+        spec(MESSAGES, "messages_sender", doc! { "senderId": 1 }, false, None),
+        spec(MESSAGES, "messages_receiver_status", doc! { "receiverId": 1, "status": 1 }, false, None),
+        // mark_read / mark_delivered / unread recount within one conversation.
+        spec(
+            MESSAGES,
+            "messages_conversation_receiver_status_seq",
+            doc! { "conversationId": 1, "receiverId": 1, "status": 1, "seq": 1 },
+            false,
+            None,
+        ),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chat::model::MessageType;
+
+    fn oid(n: u8) -> ObjectId {
+        let mut b = [0u8; 12];
+        b[11] = n;
+        ObjectId::from_bytes(b)
+    }
+
+    fn pair() -> [String; 2] {
+        ["alice".to_owned(), "bob.smith".to_owned()]
+    }
+
+    fn message(seq: i64) -> MessageDoc {
+        MessageDoc {
+            id: oid(9),
+            conversation_id: oid(1),
+            seq,
+            sender_id: "alice".into(),
+            receiver_id: "bob.smith".into(),
+            message_type: MessageType::Text,
+            content: "hi".into(),
+            status: MessageStatus::Sent,
+            client_message_id: None,
+            created_at: DateTime::from_millis(1_000),
+        }
+    }
+
+    #[test]
+    fn id_filter() {
+        assert_eq!(by_id(oid(1)), doc! { "_id": oid(1) });
+    }
+
+    #[test]
+    fn user_documents() {
+        assert_eq!(users_by_ids(&["a".into(), "b.c".into()]), doc! { "_id": { "$in": ["a", "b.c"] } });
+        assert_eq!(users_by_ids(&[]), doc! { "_id": { "$in": [] } });
+        assert_eq!(user_key("u.1"), doc! { "_id": "u.1" });
+        let t = DateTime::from_millis(5);
+        assert_eq!(
+            user_upsert("Ann", Some("a@x"), Role::Contractor, None, t),
+            doc! { "$set": { "name": "Ann", "email": "a@x", "role": "contractor", "avatar": Bson::Null, "updatedAt": t } }
+        );
+    }
+
+    #[test]
+    fn conversation_key_with_and_without_job() {
+        assert_eq!(
+            conversation_key(&pair(), Some("j1")),
+            doc! { "userA": "alice", "userB": "bob.smith", "jobId": "j1" }
+        );
+        assert_eq!(
+            conversation_key(&pair(), None),
+            doc! { "userA": "alice", "userB": "bob.smith", "jobId": Bson::Null }
+        );
+    }
+
+    #[test]
+    fn conversation_insert_sets_everything_but_the_key() {
+        let t = DateTime::from_millis(7);
+        assert_eq!(
+            conversation_insert(oid(3), &pair(), t),
+            doc! { "$setOnInsert": {
+                "_id": oid(3),
+                "participants": ["alice", "bob.smith"],
+                "lastSeq": 0_i64,
+                "lastMessage": Bson::Null,
+                "unread": [0_i64, 0_i64],
+                "createdAt": t,
+                "updatedAt": t,
+            } }
+        );
+    }
+
+    #[test]
+    fn conversation_list_filters_and_order() {
+        assert_eq!(conversations_of("u", None), doc! { "participants": "u" });
+        let t = DateTime::from_millis(42);
+        assert_eq!(
+            conversations_of("u", Some((t, oid(4)))),
+            doc! {
+                "participants": "u",
+                "$or": [ { "updatedAt": { "$lt": t } }, { "updatedAt": t, "_id": { "$lt": oid(4) } } ],
+            }
+        );
+        assert_eq!(conversations_order(), doc! { "updatedAt": -1, "_id": -1 });
+    }
+
+    #[test]
+    fn unread_filter_and_projection() {
+        assert_eq!(
+            unread_of("u"),
+            doc! {
+                "participants": "u",
+                "$or": [
+                    { "userA": "u", "unread.0": { "$gt": 0 } },
+                    { "userB": "u", "unread.1": { "$gt": 0 } },
+                ],
+            }
+        );
+        assert_eq!(unread_projection(), doc! { "_id": 1, "participants": 1, "unread": 1 });
+    }
+
+    #[test]
+    fn apply_is_guarded_by_the_previous_seq_and_bumps_the_receiver() {
+        assert_eq!(conversation_at(oid(1), 4), doc! { "_id": oid(1), "lastSeq": 4_i64 });
+        let m = message(5);
+        assert_eq!(
+            apply_message(&m, Some(1)).unwrap(),
+            doc! {
+                "$set": { "lastSeq": 5_i64, "lastMessage": bson::to_bson(&m).unwrap() },
+                "$max": { "updatedAt": DateTime::from_millis(1_000) },
+                "$inc": { "unread.1": 1_i64 },
+            }
+        );
+        assert_eq!(
+            apply_message(&m, None).unwrap(),
+            doc! {
+                "$set": { "lastSeq": 5_i64, "lastMessage": bson::to_bson(&m).unwrap() },
+                "$max": { "updatedAt": DateTime::from_millis(1_000) },
+            }
+        );
+    }
+
+    #[test]
+    fn unread_updates() {
+        assert_eq!(set_unread(0, 3, false), doc! { "$min": { "unread.0": 3_i64 } });
+        assert_eq!(
+            set_unread(1, 0, true),
+            doc! { "$min": { "unread.1": 0_i64 }, "$set": { "lastMessage.status": "read" } }
+        );
+    }
+
+    #[test]
+    fn last_message_delivery() {
+        assert_eq!(
+            last_message_deliverable(oid(1), "b", 9),
+            doc! {
+                "_id": oid(1),
+                "lastMessage.receiverId": "b",
+                "lastMessage.seq": { "$lte": 9_i64 },
+                "lastMessage.status": "sent",
+            }
+        );
+        assert_eq!(last_message_delivered(), doc! { "$set": { "lastMessage.status": "delivered" } });
+    }
+
+    #[test]
+    fn message_filters_and_updates() {
+        assert_eq!(by_client_id("a", "m1"), doc! { "senderId": "a", "clientMessageId": "m1" });
+        assert_eq!(
+            unread_messages(oid(1), "b", 12),
+            doc! { "conversationId": oid(1), "receiverId": "b", "status": { "$ne": "read" }, "seq": { "$lte": 12_i64 } }
+        );
+        assert_eq!(
+            undelivered_messages(oid(1), "b", 12),
+            doc! { "conversationId": oid(1), "receiverId": "b", "status": "sent", "seq": { "$lte": 12_i64 } }
+        );
+        assert_eq!(set_status(MessageStatus::Read), doc! { "$set": { "status": "read" } });
+        assert_eq!(set_status(MessageStatus::Delivered), doc! { "$set": { "status": "delivered" } });
+    }
+
+    #[test]
+    fn messages_after_is_oldest_first() {
+        assert_eq!(
+            messages_after(oid(1), 10, 501),
+            FindSpec {
+                filter: doc! { "conversationId": oid(1), "seq": { "$gt": 10_i64 } },
+                sort: doc! { "seq": 1 },
+                limit: 501,
+                skip: None,
+            }
+        );
+    }
+
+    #[test]
+    fn history_before_seq_or_by_page() {
+        let before = HistoryQuery { before_seq: Some(30), skip: 100, limit: 50 };
+        assert_eq!(
+            history(oid(1), &before),
+            FindSpec {
+                filter: doc! { "conversationId": oid(1), "seq": { "$lt": 30_i64 } },
+                sort: doc! { "seq": -1 },
+                limit: 51,
+                skip: None,
+            }
+        );
+        let page2 = HistoryQuery { before_seq: None, skip: 50, limit: 50 };
+        assert_eq!(
+            history(oid(1), &page2),
+            FindSpec { filter: doc! { "conversationId": oid(1) }, sort: doc! { "seq": -1 }, limit: 51, skip: Some(50) }
+        );
+        let first = HistoryQuery { before_seq: None, skip: 0, limit: 0 };
+        assert_eq!(history(oid(1), &first).limit, 1, "never 0, which would mean no limit");
+        assert_eq!(history(oid(1), &first).skip, None);
+        let far = HistoryQuery { before_seq: None, skip: u64::MAX, limit: 1 };
+        assert_eq!(history(oid(1), &far).skip, Some(i64::MAX as u64));
+    }
+
+    #[test]
+    fn index_documents() {
+        let got: Vec<_> = indexes().iter().map(|i| (i.collection, bson::to_document(&i.model()).unwrap())).collect();
+        let want = vec![
+            (
+                "conversations",
+                doc! { "key": { "userA": 1, "userB": 1, "jobId": 1 }, "name": "conversations_pair_job", "unique": true },
+            ),
+            (
+                "conversations",
+                doc! { "key": { "participants": 1, "updatedAt": -1, "_id": -1 }, "name": "conversations_participants_activity" },
+            ),
+            (
+                "messages",
+                doc! { "key": { "conversationId": 1, "seq": 1 }, "name": "messages_conversation_seq", "unique": true },
+            ),
+            (
+                "messages",
+                doc! {
+                    "key": { "senderId": 1, "clientMessageId": 1 },
+                    "name": "messages_sender_client_id",
+                    "unique": true,
+                    "partialFilterExpression": { "clientMessageId": { "$type": "string" } },
+                },
+            ),
+            ("messages", doc! { "key": { "senderId": 1 }, "name": "messages_sender" }),
+            ("messages", doc! { "key": { "receiverId": 1, "status": 1 }, "name": "messages_receiver_status" }),
+            (
+                "messages",
+                doc! {
+                    "key": { "conversationId": 1, "receiverId": 1, "status": 1, "seq": 1 },
+                    "name": "messages_conversation_receiver_status_seq",
+                },
+            ),
+        ];
+        assert_eq!(got, want);
+    }
+}
