@@ -214,6 +214,32 @@ mod tests {
         assert!(jwt.verify(&t).is_err());
     }
 
+    /// `JWT_PUBLIC_KEY_FILE`: tokens of the auth service signed with its private key verify;
+    /// HS256 tokens (even with the PEM as secret) and other keys' tokens do not.
+    #[test]
+    fn public_key_verification() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+        let claims = serde_json::json!({"userId": "u9", "exp": jsonwebtoken::get_current_timestamp() + 60});
+        for (alg, name) in [(Algorithm::ES256, "es256"), (Algorithm::RS256, "rs256")] {
+            let private = fs::read(format!("{dir}/{name}-private.pem")).unwrap();
+            let public = fs::read(format!("{dir}/{name}-public.pem")).unwrap();
+            let key = match alg {
+                Algorithm::ES256 => EncodingKey::from_ec_pem(&private).unwrap(),
+                _ => EncodingKey::from_rsa_pem(&private).unwrap(),
+            };
+            let jwt = Jwt::from_public_key_pem(&public).unwrap();
+            let t = encode(&Header::new(alg), &claims, &key).unwrap();
+            assert_eq!(jwt.verify(&t).unwrap().user.id, "u9", "{name}");
+            let forged = encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(&public)).unwrap();
+            assert!(jwt.verify(&forged).is_err(), "{name}: HS256 with the public key as secret must fail");
+            assert!(jwt.sign(&user("x"), Duration::from_secs(1)).is_err(), "cannot sign without a secret");
+        }
+        let es = Jwt::from_public_key_pem(&fs::read(format!("{dir}/es256-public.pem")).unwrap()).unwrap();
+        let rs_key = EncodingKey::from_rsa_pem(&fs::read(format!("{dir}/rs256-private.pem")).unwrap()).unwrap();
+        assert!(es.verify(&encode(&Header::new(Algorithm::RS256), &claims, &rs_key).unwrap()).is_err());
+        assert!(Jwt::from_public_key_pem(b"not a pem").is_err());
+    }
+
     #[test]
     fn dev_secret_is_kept() {
         let dir = tempfile::tempdir().unwrap();

@@ -110,6 +110,7 @@ pub struct ChatService {
     participants: DashMap<String, [String; 2]>,
     users_seen: DashMap<String, (User, Instant)>,
     typing: Arc<DashMap<(String, String), u64>>,
+    typing_generation: std::sync::atomic::AtomicU64,
 }
 
 impl ChatService {
@@ -129,6 +130,7 @@ impl ChatService {
             participants: DashMap::new(),
             users_seen: DashMap::new(),
             typing: Arc::new(DashMap::new()),
+            typing_generation: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -545,12 +547,12 @@ impl ChatService {
         let participants = self.authorize(me.id(), conversation_id).await?;
         let other = if participants[0] == me.id() { participants[1].clone() } else { participants[0].clone() };
         let key = (conversation_id.to_owned(), me.id().to_owned());
-        let generation = {
-            let mut e = self.typing.entry(key.clone()).or_insert(0);
-            *e += 1;
-            *e
-        };
-        if !is_typing {
+        // Generations come from one node-wide counter, so a timer of an earlier start can never
+        // match a later one, even after a stop removed the entry in between.
+        let generation = self.typing_generation.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if is_typing {
+            self.typing.insert(key.clone(), generation);
+        } else {
             self.typing.remove(&key);
         }
         self.emit_typing(conversation_id, me.id(), &other, is_typing).await?;
@@ -585,16 +587,16 @@ impl ChatService {
     }
 
     /// A socket of `user` connected here: update presence, tell partners if they came online.
-    pub async fn socket_connected(&self, user: &str) {
-        match self.presence.socket_connected(user).await {
+    pub async fn socket_connected(&self, user: &str, socket: &str) {
+        match self.presence.socket_connected(user, socket).await {
             Ok(Transition::Online) => self.announce(user, true, None).await,
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "presence update failed on connect"),
         }
     }
 
-    pub async fn socket_disconnected(&self, user: &str) {
-        match self.presence.socket_disconnected(user).await {
+    pub async fn socket_disconnected(&self, user: &str, socket: &str) {
+        match self.presence.socket_disconnected(user, socket).await {
             Ok(Transition::Offline(t)) => self.announce(user, false, Some(t)).await,
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "presence update failed on disconnect"),

@@ -1,8 +1,12 @@
-//! Counts this node's sockets per user and tells the presence backend only when a user's first
+//! Tracks this node's sockets per user and tells the presence backend only when a user's first
 //! socket on this node appears or the last one goes. Transitions of one user are serialised by a
 //! per-user lock, so a quick disconnect/reconnect cannot leave the backend saying "offline".
+//!
+//! Sockets are tracked by id, not counted: the connect handler awaits before it reports the
+//! socket, so its disconnect can be reported first. Such a socket is remembered as gone and its
+//! late connect is ignored, instead of leaving a user "online" with no socket.
 
-use std::sync::Arc;
+use std::{collections::HashSet, sync::Arc};
 
 use dashmap::DashMap;
 use tokio::sync::Mutex;
@@ -18,57 +22,74 @@ pub enum Transition {
     Offline(Timestamp),
 }
 
+#[derive(Default)]
+struct Slot {
+    sockets: HashSet<String>,
+    /// Disconnected before their connect was reported.
+    gone: HashSet<String>,
+}
+
 pub struct PresenceTracker {
     backend: Arc<dyn PresenceBackend>,
-    sockets: DashMap<String, Arc<Mutex<usize>>>,
+    users: DashMap<String, Arc<Mutex<Slot>>>,
 }
 
 impl PresenceTracker {
     pub fn new(backend: Arc<dyn PresenceBackend>) -> Self {
-        Self { backend, sockets: DashMap::new() }
+        Self { backend, users: DashMap::new() }
     }
 
     pub fn backend(&self) -> &Arc<dyn PresenceBackend> {
         &self.backend
     }
 
-    fn slot(&self, user: &str) -> Arc<Mutex<usize>> {
-        self.sockets.entry(user.to_owned()).or_default().clone()
+    fn slot(&self, user: &str) -> Arc<Mutex<Slot>> {
+        self.users.entry(user.to_owned()).or_default().clone()
     }
 
-    pub async fn socket_connected(&self, user: &str) -> CoordResult<Transition> {
-        let slot = self.slot(user);
-        let mut n = slot.lock().await;
-        *n += 1;
-        if *n == 1 {
-            // Undo the count if the backend failed, so the next socket tries again.
-            match self.backend.add(user).await {
-                Ok(true) => Ok(Transition::Online),
-                Ok(false) => Ok(Transition::None),
-                Err(e) => {
-                    *n -= 1;
-                    Err(e)
-                }
-            }
-        } else {
-            Ok(Transition::None)
+    /// Drops the user's entry when it is empty and nobody else holds it (the map + the caller).
+    fn release(&self, user: &str, slot: &Slot) {
+        if slot.sockets.is_empty() && slot.gone.is_empty() {
+            self.users.remove_if(user, |_, v| Arc::strong_count(v) == 2);
         }
     }
 
-    pub async fn socket_disconnected(&self, user: &str) -> CoordResult<Transition> {
+    pub async fn socket_connected(&self, user: &str, socket: &str) -> CoordResult<Transition> {
         let slot = self.slot(user);
-        let mut n = slot.lock().await;
-        if *n == 0 {
+        let mut s = slot.lock().await;
+        if s.gone.remove(socket) {
+            self.release(user, &s);
             return Ok(Transition::None);
         }
-        *n -= 1;
-        if *n > 0 {
+        s.sockets.insert(socket.to_owned());
+        if s.sockets.len() > 1 {
+            return Ok(Transition::None);
+        }
+        match self.backend.add(user).await {
+            Ok(true) => Ok(Transition::Online),
+            Ok(false) => Ok(Transition::None),
+            Err(e) => {
+                // Forget it, so the next socket tries again.
+                s.sockets.remove(socket);
+                self.release(user, &s);
+                Err(e)
+            }
+        }
+    }
+
+    pub async fn socket_disconnected(&self, user: &str, socket: &str) -> CoordResult<Transition> {
+        let slot = self.slot(user);
+        let mut s = slot.lock().await;
+        if !s.sockets.remove(socket) {
+            s.gone.insert(socket.to_owned());
+            return Ok(Transition::None);
+        }
+        if !s.sockets.is_empty() {
             return Ok(Transition::None);
         }
         let res = self.backend.remove(user).await;
-        // Drop the entry when nobody else holds the slot (the map's reference and ours).
-        self.sockets.remove_if(user, |_, v| Arc::strong_count(v) == 2);
-        drop(n);
+        self.release(user, &s);
+        drop(s);
         match res? {
             Some(t) => Ok(Transition::Offline(t)),
             None => Ok(Transition::None),
@@ -77,9 +98,9 @@ impl PresenceTracker {
 
     /// Users with at least one socket on this node.
     pub fn local_users(&self) -> Vec<String> {
-        self.sockets
+        self.users
             .iter()
-            .filter(|e| e.value().try_lock().map(|n| *n > 0).unwrap_or(true))
+            .filter(|e| e.value().try_lock().map(|s| !s.sockets.is_empty()).unwrap_or(true))
             .map(|e| e.key().clone())
             .collect()
     }
@@ -95,14 +116,32 @@ mod tests {
     use super::*;
     use crate::coord::local::LocalPresence;
 
+    fn tracker() -> PresenceTracker {
+        PresenceTracker::new(Arc::new(LocalPresence::default()))
+    }
+
     #[tokio::test]
     async fn first_and_last_socket_make_transitions() {
-        let t = PresenceTracker::new(Arc::new(LocalPresence::default()));
-        assert_eq!(t.socket_connected("u").await.unwrap(), Transition::Online);
-        assert_eq!(t.socket_connected("u").await.unwrap(), Transition::None);
-        assert_eq!(t.socket_disconnected("u").await.unwrap(), Transition::None);
-        assert!(matches!(t.socket_disconnected("u").await.unwrap(), Transition::Offline(_)));
-        assert_eq!(t.socket_disconnected("u").await.unwrap(), Transition::None);
+        let t = tracker();
+        assert_eq!(t.socket_connected("u", "s1").await.unwrap(), Transition::Online);
+        assert_eq!(t.socket_connected("u", "s2").await.unwrap(), Transition::None);
+        assert_eq!(t.socket_disconnected("u", "s1").await.unwrap(), Transition::None);
+        assert!(matches!(t.socket_disconnected("u", "s2").await.unwrap(), Transition::Offline(_)));
         assert!(t.local_users().is_empty());
+        assert!(t.users.is_empty(), "empty entries are dropped");
+    }
+
+    #[tokio::test]
+    async fn a_disconnect_reported_before_its_connect_leaves_no_ghost() {
+        let t = tracker();
+        assert_eq!(t.socket_disconnected("u", "s1").await.unwrap(), Transition::None);
+        assert_eq!(t.socket_connected("u", "s1").await.unwrap(), Transition::None);
+        assert!(t.local_users().is_empty());
+        let s = t.backend().status(&["u".into()]).await.unwrap();
+        assert!(!s[0].online, "user must not be online with no socket");
+        assert!(t.users.is_empty());
+        // Reporting the same disconnect twice is harmless too.
+        assert_eq!(t.socket_connected("u", "s2").await.unwrap(), Transition::Online);
+        assert!(matches!(t.socket_disconnected("u", "s2").await.unwrap(), Transition::Offline(_)));
     }
 }

@@ -10,9 +10,7 @@ use axum::{
 use serde::Deserialize;
 use serde_json::json;
 
-use axum::body::Bytes;
-
-use super::extract::{ApiJson, ApiQuery, Caller, decode_json};
+use super::extract::{ApiJson, ApiQuery, Caller, OptionalJson};
 use crate::{
     app::AppState,
     chat::{service::SendInput, validate},
@@ -142,10 +140,10 @@ async fn mark_read(
     State(st): State<AppState>,
     Caller(me): Caller,
     Path(id): Path<String>,
-    body: Bytes,
+    OptionalJson(body): OptionalJson<ReadBody>,
 ) -> Result<Response, ApiError> {
-    // The body is optional: empty means "everything".
-    let up_to = if body.iter().all(u8::is_ascii_whitespace) { None } else { decode_json::<ReadBody>(&body)?.up_to_seq };
+    // The body is optional: none means "everything".
+    let up_to = body.and_then(|b| b.up_to_seq);
     let r = st.chat.mark_read(&me, &id, up_to).await?;
     Ok(success(StatusCode::OK, "marked as read", r))
 }

@@ -33,26 +33,60 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
-/// A JSON body; errors name the field, an oversized body is 413.
+/// A JSON object body; errors name the field, an oversized body is 413.
 pub struct ApiJson<T>(pub T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge
-            } else {
-                ApiError::validation("body", "could not be read")
-            }
-        })?;
+        let bytes = read_body(req, state).await?;
         decode_json(&bytes).map(Self)
     }
 }
 
-/// Decodes JSON; a type error names the field path, a syntax error says the body is malformed.
+/// An optional JSON object body: empty (or only whitespace) is `None`.
+pub struct OptionalJson<T>(pub Option<T>);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for OptionalJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = read_body(req, state).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self(None));
+        }
+        decode_json(&bytes).map(|v| Self(Some(v)))
+    }
+}
+
+/// The body within the 64 KiB limit; a larger announced length is refused before reading.
+async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    let announced = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if announced.is_some_and(|n| n > crate::realtime::MAX_PAYLOAD) {
+        return Err(ApiError::PayloadTooLarge);
+    }
+    Bytes::from_request(req, state).await.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge
+        } else {
+            ApiError::validation("body", "could not be read")
+        }
+    })
+}
+
+/// Decodes a JSON object; a type error names the field path, a syntax error says the body is
+/// malformed. Arrays are refused: serde would read them positionally into a struct.
 pub fn decode_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => {}
+        Some(_) => return Err(ApiError::validation("body", "must be a JSON object")),
+        None => return Err(ApiError::validation("body", "is required")),
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();

@@ -18,6 +18,10 @@ use crate::{app::AppState, auth::Identity, chat::service::SendInput, error::ApiE
 /// Decodes a payload; errors name the offending field.
 fn parse<P: DeserializeOwned>(v: Result<Value, impl std::fmt::Display>) -> Result<P, ApiError> {
     let v = v.map_err(|e| ApiError::validation("payload", format!("must be a JSON object ({e})")))?;
+    // serde would read an array positionally into the payload struct.
+    if !v.is_object() {
+        return Err(ApiError::validation("payload", "must be a JSON object"));
+    }
     serde_path_to_error::deserialize(v).map_err(|e| {
         let path = e.path().to_string();
         let field = if path == "." { "payload".to_owned() } else { path };
@@ -81,7 +85,7 @@ pub async fn on_connect<A: Adapter>(state: AppState, s: SocketRef<A>) {
     if let Err(e) = state.chat.register_user(&me).await {
         tracing::warn!(error = %e, "user registration failed");
     }
-    state.chat.socket_connected(me.id()).await;
+    state.chat.socket_connected(me.id(), &s.id.to_string()).await;
 }
 
 fn register_events<A: Adapter>(s: &SocketRef<A>, state: &AppState) {
@@ -97,7 +101,8 @@ fn register_events<A: Adapter>(s: &SocketRef<A>, state: &AppState) {
 
     s.on_fallback(|Event(name): Event, reply: Reply<A>| async move {
         tracing::debug!(event = %name, "unknown event");
-        reply.error(&ApiError::validation("event", format!("unknown event {:?}", truncate(&name, 64))), "unknown");
+        let name = truncate(&name, 64);
+        reply.error_as(&ApiError::validation("event", format!("unknown event {name:?}")), "unknown", &name);
     });
 
     let st = state.clone();
@@ -107,7 +112,7 @@ fn register_events<A: Adapter>(s: &SocketRef<A>, state: &AppState) {
             metrics::gauge!(m::SOCKET_CONNECTIONS).decrement(1.0);
             metrics::counter!(m::SOCKET_DISCONNECTS_TOTAL, "reason" => reason_label(reason)).increment(1);
             if let Some(me) = s.extensions.get::<Identity>() {
-                st.chat.socket_disconnected(me.id()).await;
+                st.chat.socket_disconnected(me.id(), &s.id.to_string()).await;
             }
         }
     });

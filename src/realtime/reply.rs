@@ -45,13 +45,19 @@ impl<A: Adapter> Reply<A> {
     }
 
     pub fn error(self, err: &ApiError, event: &'static str) {
-        metrics::counter!(m::EVENT_ERRORS_TOTAL, "event" => event, "code" => err.code()).increment(1);
+        self.error_as(err, event, event);
+    }
+
+    /// Like [`Self::error`], for an event whose client-given `name` must not become a metric
+    /// label (unknown events are counted under `label`, but the `error` event names them).
+    pub fn error_as(self, err: &ApiError, label: &'static str, name: &str) {
+        metrics::counter!(m::EVENT_ERRORS_TOTAL, "event" => label, "code" => err.code()).increment(1);
         if self.wants_ack {
             if let Err(e) = self.ack.send(&err.to_ack()) {
                 tracing::debug!(error = %e, "error ack not sent (socket gone)");
             }
         } else {
-            let body = events::EventError { code: err.code(), message: err.to_string(), event };
+            let body = events::EventError { code: err.code(), message: err.to_string(), event: name };
             if let Err(e) = self.socket.emit(events::ERROR, &body) {
                 tracing::debug!(error = %e, "error event not sent (socket gone)");
             }

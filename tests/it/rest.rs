@@ -1219,9 +1219,6 @@ async fn oversized_bodies_are_413_with_the_envelope() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: POST /api/chat/conversations/:id/read answers an oversized body with axum's plain-text 413 \
-            (`Failed to buffer the request body: length limit exceeded`), not the error envelope: \
-            src/http/conversations.rs mark_read extracts `body: Bytes` directly, bypassing ApiJson's mapping"]
 async fn oversized_read_body_is_413_with_the_envelope() {
     let env = Env::embedded();
     let node = env.node("n1").await;
@@ -1232,9 +1229,6 @@ async fn oversized_read_body_is_413_with_the_envelope() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: a JSON array body is accepted in place of the object (serde derive deserializes structs \
-            from sequences): POST conversations `[\"bob\"]` -> 201, POST messages `[\"hi\"]` -> 201, \
-            POST read `[1]` -> 200; src/http/extract.rs decode_json must require a JSON object"]
 async fn json_array_bodies_are_not_accepted_as_objects() {
     let env = Env::embedded();
     let node = env.node("n1").await;

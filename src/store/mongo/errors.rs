@@ -127,7 +127,8 @@ mod tests {
     fn duplicate_keys_are_conflicts() {
         let e = write_error(
             11000,
-            "E11000 duplicate key error collection: chat.messages index: messages_sender_client_id dup key: { senderId: \"a\", clientMessageId: \"m1\" }",
+            "E11000 duplicate key error collection: chat.messages index: messages_sender_client_id \
+             dup key: { senderId: \"a\", clientMessageId: \"m1\" }",
         );
         assert!(is_duplicate_key(&e));
         assert!(matches!(map_err(e), StoreError::Conflict(m) if m.contains("E11000")));

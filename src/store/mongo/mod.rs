@@ -2,7 +2,7 @@
 //! Same behaviour as the SQLite store, for any number of nodes writing at once, on a standalone
 //! server or a replica set: no multi-document transaction is needed.
 //!
-//! # Collections ([`schema`])
+//! # Collections (`schema`)
 //! - `users` `{ _id: <user id string>, name, email, role, avatar, updatedAt }`.
 //! - `conversations` `{ _id: ObjectId, participants: [a, b] (sorted), userA, userB, jobId|null,
 //!   lastSeq, lastMessage|null (a copy of the newest message), unread: [nA, nB], createdAt,
@@ -17,7 +17,7 @@
 //! `mark_read` → `NotFound`, `mark_delivered` → 0), exactly what the SQLite store answers for
 //! an unknown id. Times are BSON datetimes (milliseconds, as the domain truncates them).
 //!
-//! # Indexes ([`query::indexes`], created by [`Store::migrate`], idempotent, run at start)
+//! # Indexes (`query::indexes`, created by [`Store::migrate`], idempotent, run at start)
 //! - `conversations_pair_job` unique `{userA, userB, jobId}`: one conversation per pair and job.
 //! - `conversations_participants_activity` `{participants, updatedAt: -1, _id: -1}`: a user's
 //!   conversations by last activity (list with keyset cursor, partners, unread counts).
@@ -28,14 +28,17 @@
 //! - `messages_sender` `{senderId}`, `messages_receiver_status` `{receiverId, status}`, and
 //!   `messages_conversation_receiver_status_seq` for mark read / delivered and unread recounts.
 //!
-//! # How each invariant holds ([`flow`])
+//! # How each invariant holds (`flow`)
 //! **Gap-free `seq`.** The seq is not taken from a counter: it is taken by inserting the
 //! message that carries it. A sender reads the conversation's `lastSeq` (L) and inserts its
 //! message with `seq = L + 1`; the unique `{conversationId, seq}` index lets exactly one message
-//! have each seq. A writer that loses (duplicate key) catches up and tries after the newest
-//! stored message. A failed or lost insert consumes nothing, so no failure, timeout or crashed
-//! node can leave a hole, and messages are always exactly `1..=max`: inserting L + 1 needs L to
-//! exist (the summary only ever points at stored messages), and L + 1 already taken is refused.
+//! have each seq. A sender that loses (duplicate key) reads the newest stored seq and tries
+//! right after it. A failed or lost insert consumes nothing, so no failure, timeout or crashed
+//! node can leave a hole, and the seqs stored are always exactly `1..=max`: a sender only ever
+//! tries one past a stored message (L is 0 or an applied, hence stored, message; the newest is
+//! stored), and a seq already stored is refused. Concurrent senders to one conversation (in
+//! practice two people) retry once per message that beat them; a lost race costs two small
+//! round trips.
 //!
 //! A counter (`findOneAndUpdate {$inc: {lastSeq: 1}}`, then insert) was the other design and
 //! was rejected: without a transaction, any failure between the `$inc` and the insert — a node
@@ -46,13 +49,15 @@
 //! `unread` `$inc`) is derived from the messages and updated after the insert by a
 //! compare-and-set: `findOneAndUpdate({_id, lastSeq: seq - 1}, …)`. So each message is applied
 //! exactly once and in seq order, and `lastSeq` is a watermark: every message up to it is
-//! counted in the summary. If the sender dies between its insert and this update, the message is
-//! stored (and visible to `history`/`sync`) but not yet in the summary; whoever comes next
-//! applies it first: the next sender (its insert of that seq is refused), a retry of the same
-//! send, or a `mark_read`/`mark_delivered` asked about seqs past the watermark. The summary lags
-//! until then, it is never wrong by more than the orphaned messages, and never has a gap.
-//! When the summary update alone fails (the message is stored), `insert_message` still
-//! succeeds: the message is acknowledged, and the failure is logged and counted.
+//! counted in the summary. A sender whose compare-and-set fails because predecessors are not
+//! applied yet applies them itself, from the stored messages, then its own ("catch-up"). If a
+//! sender dies between its insert and this update, its message is stored (and visible to
+//! `history`/`sync`) but not yet in the summary; whoever comes next applies it first: the next
+//! sender's catch-up, a retry of the same send, or a `mark_read`/`mark_delivered` asked about
+//! seqs past the watermark. The summary lags until then, by the orphaned messages only; the
+//! seqs never have a gap. When the summary update alone fails (the message is stored),
+//! `insert_message` still succeeds: the message is acknowledged, and the failure is logged and
+//! counted (`chat_db_errors_total{op="settle_conversation"}`).
 //!
 //! **One message per (senderId, clientMessageId).** The unique partial index admits one
 //! message per pair. A retry, or several copies of one send racing on different nodes, try to
@@ -90,7 +95,7 @@
 //! deadline instead: `socketTimeoutMS` if the URI sets it (taken out before the driver sees
 //! it), else 5 s. A MongoDB outage answers `Unavailable` within that, never hangs. [`connect`]
 //! fails with a clear error when no server answers a `ping` within the selection timeout.
-//! [`pool`] keeps `chat_db_pool_connections{state}` from the driver's CMAP events; query
+//! `pool` keeps `chat_db_pool_connections{state}` from the driver's CMAP events; query
 //! timings and errors come from the `MeteredStore` decorator.
 
 mod errors;
@@ -116,7 +121,7 @@ use self::{
     flow::{Ops, Stored},
     pool::PoolMetrics,
     query::FindSpec,
-    schema::{CONVERSATIONS, ConversationDoc, MESSAGES, MessageDoc, USERS, UnreadRow, parse_id, to_bson_time},
+    schema::{CONVERSATIONS, ConversationDoc, MESSAGES, MessageDoc, SeqRow, USERS, UnreadRow, parse_id, to_bson_time},
 };
 use super::{
     HistoryQuery, Inserted, ListCursor, NewMessage, Page, ReadReceipt, Store, StoreError, StoreResult, sorted_pair,
@@ -254,6 +259,9 @@ where
     let mut find = coll.find(spec.filter).sort(spec.sort).limit(spec.limit);
     if let Some(skip) = spec.skip {
         find = find.skip(skip);
+    }
+    if let Some(projection) = spec.projection {
+        find = find.projection(projection);
     }
     find.await.map_err(map_err)?.try_collect().await.map_err(map_err)
 }
@@ -397,6 +405,7 @@ impl Store for MongoStore {
             sort: query::conversations_order(),
             limit: i64::from(limit),
             skip: None,
+            projection: None,
         };
         self.bounded(async {
             Ok(find(&self.conversations, spec).await?.into_iter().map(ConversationDoc::into_domain).collect())
@@ -493,6 +502,11 @@ impl Ops for MongoStore {
             Err(e) if is_duplicate_key(&e) => Ok(false),
             Err(e) => Err(map_err(e)),
         }
+    }
+
+    async fn newest_seq(&self, conversation: ObjectId) -> StoreResult<i64> {
+        let rows = find(&self.messages.clone_with_type::<SeqRow>(), query::newest_seq(conversation)).await?;
+        Ok(rows.first().map_or(0, |r| r.seq))
     }
 
     async fn stored_after(&self, conversation: ObjectId, after: i64, limit: i64) -> StoreResult<Vec<MessageDoc>> {

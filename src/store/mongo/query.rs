@@ -10,13 +10,14 @@ use crate::{
     store::HistoryQuery,
 };
 
-/// A `find`: filter, sort, limit (always > 0, so never "no limit") and skip.
+/// A `find`: filter, sort, limit (always > 0, so never "no limit"), skip and projection.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct FindSpec {
     pub filter: Document,
     pub sort: Document,
     pub limit: i64,
     pub skip: Option<u64>,
+    pub projection: Option<Document>,
 }
 
 pub(super) fn by_id(id: ObjectId) -> Document {
@@ -154,6 +155,18 @@ pub(super) fn messages_after(conversation: ObjectId, after: i64, limit: i64) -> 
         sort: doc! { "seq": 1 },
         limit,
         skip: None,
+        projection: None,
+    }
+}
+
+/// The newest stored message's seq, as `{seq}` only.
+pub(super) fn newest_seq(conversation: ObjectId) -> FindSpec {
+    FindSpec {
+        filter: doc! { "conversationId": conversation },
+        sort: doc! { "seq": -1 },
+        limit: 1,
+        skip: None,
+        projection: Some(doc! { "_id": 0, "seq": 1 }),
     }
 }
 
@@ -166,6 +179,7 @@ pub(super) fn history(conversation: ObjectId, q: &HistoryQuery) -> FindSpec {
             sort: doc! { "seq": -1 },
             limit,
             skip: None,
+            projection: None,
         },
         None => FindSpec {
             filter: doc! { "conversationId": conversation },
@@ -173,6 +187,7 @@ pub(super) fn history(conversation: ObjectId, q: &HistoryQuery) -> FindSpec {
             limit,
             // The server takes a signed 64-bit skip.
             skip: (q.skip > 0).then_some(q.skip.min(i64::MAX as u64)),
+            projection: None,
         },
     }
 }
@@ -305,7 +320,9 @@ mod tests {
         let t = DateTime::from_millis(5);
         assert_eq!(
             user_upsert("Ann", Some("a@x"), Role::Contractor, None, t),
-            doc! { "$set": { "name": "Ann", "email": "a@x", "role": "contractor", "avatar": Bson::Null, "updatedAt": t } }
+            doc! { "$set": {
+                "name": "Ann", "email": "a@x", "role": "contractor", "avatar": Bson::Null, "updatedAt": t,
+            } }
         );
     }
 
@@ -435,6 +452,21 @@ mod tests {
                 sort: doc! { "seq": 1 },
                 limit: 501,
                 skip: None,
+                projection: None,
+            }
+        );
+    }
+
+    #[test]
+    fn newest_seq_reads_one_projected_row() {
+        assert_eq!(
+            newest_seq(oid(1)),
+            FindSpec {
+                filter: doc! { "conversationId": oid(1) },
+                sort: doc! { "seq": -1 },
+                limit: 1,
+                skip: None,
+                projection: Some(doc! { "_id": 0, "seq": 1 }),
             }
         );
     }
@@ -449,12 +481,19 @@ mod tests {
                 sort: doc! { "seq": -1 },
                 limit: 51,
                 skip: None,
+                projection: None,
             }
         );
         let page2 = HistoryQuery { before_seq: None, skip: 50, limit: 50 };
         assert_eq!(
             history(oid(1), &page2),
-            FindSpec { filter: doc! { "conversationId": oid(1) }, sort: doc! { "seq": -1 }, limit: 51, skip: Some(50) }
+            FindSpec {
+                filter: doc! { "conversationId": oid(1) },
+                sort: doc! { "seq": -1 },
+                limit: 51,
+                skip: Some(50),
+                projection: None,
+            }
         );
         let first = HistoryQuery { before_seq: None, skip: 0, limit: 0 };
         assert_eq!(history(oid(1), &first).limit, 1, "never 0, which would mean no limit");
@@ -469,11 +508,16 @@ mod tests {
         let want = vec![
             (
                 "conversations",
-                doc! { "key": { "userA": 1, "userB": 1, "jobId": 1 }, "name": "conversations_pair_job", "unique": true },
+                doc! {
+                    "key": { "userA": 1, "userB": 1, "jobId": 1 }, "name": "conversations_pair_job", "unique": true,
+                },
             ),
             (
                 "conversations",
-                doc! { "key": { "participants": 1, "updatedAt": -1, "_id": -1 }, "name": "conversations_participants_activity" },
+                doc! {
+                    "key": { "participants": 1, "updatedAt": -1, "_id": -1 },
+                    "name": "conversations_participants_activity",
+                },
             ),
             (
                 "messages",

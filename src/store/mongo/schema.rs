@@ -132,6 +132,12 @@ pub(super) struct UnreadRow {
     pub unread: [i64; 2],
 }
 
+/// The projection `newest_seq` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub(super) struct SeqRow {
+    pub seq: i64,
+}
+
 #[cfg(test)]
 mod tests {
     use bson::{Bson, doc};
