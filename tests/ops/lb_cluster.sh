@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# The cluster behind the real nginx load balancer (issue 6).
+#
+#   bash tests/ops/lb_cluster.sh        (from anywhere; KEEP_WORK=1 keeps the logs)
+#
+# Starts on free loopback ports: redis-server, three jobsphere-chat nodes (cluster mode, one
+# SQLite file) and nginx rendered from deploy/nginx/chat-lb.conf.template by
+# tests/deploy/render_nginx.py with the three nodes as upstreams (run as in nginx_smoke.py:
+# foreground, `-e stderr`, temp runtime dir). Then tests/ops/lb_clients.cjs, with the official
+# socket.io-client, through nginx only (plus two sockets straight on nodes 1 and 3):
+#  (a) websocket clients: spread over the nodes, messages with acks, every socket gets each
+#      new_message exactly once, across nodes;
+#  (b) long-polling clients (sticky sessions) and a polling->websocket upgrade;
+#  (c) a rolling restart of the three nodes (SIGTERM, wait for the exit, start again on the same
+#      ports, next node as soon as the restarted one is ready, as a Deployment rollout does)
+#      while a client streams messages with clientMessageId retries: every acked message in the
+#      history (REST through nginx) with gap-free seq, the clients reconnect by themselves and
+#      receive again; fresh clients connecting through nginx while node 2 drains get served.
+# Last line: `N passed, M failed`; exit 1 on any failure.
+# SC2016: bash -c snippets get their values as "$1".. on purpose; SC2317: functions called
+# indirectly (check/tally) and after `summary`.
+# shellcheck disable=SC2016,SC2317
+set -uo pipefail
+# shellcheck source=tests/ops/lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$ROOT" || exit 1
+
+# Drain as in production, scaled down: readiness off for 2 s before the node stops accepting.
+DRAIN_DELAY=2
+GRACE=15
+
+check "tools (redis-server, nginx, node + socket.io-client, node binary)" need_tools redis nginx node chat
+[ "$FAILED" -eq 0 ] || summary
+NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
+
+read -r RP H1 H2 H3 M1 M2 M3 LBP < <(free_ports 8)
+NODE_ENV_EXTRA=(
+    RATE_LIMIT_MESSAGES=100000 RATE_LIMIT_CONNECTS=100000
+    "CHAT_DRAIN_DELAY_SECS=$DRAIN_DELAY" "CHAT_SHUTDOWN_GRACE_SECS=$GRACE"
+)
+check "redis-server on 127.0.0.1:$RP" start_redis "$RP"
+if start_node lb-n1 "$H1" "$M1" >"$WORK/start.out" 2>&1 && start_node lb-n2 "$H2" "$M2" >>"$WORK/start.out" 2>&1 &&
+    start_node lb-n3 "$H3" "$M3" >>"$WORK/start.out" 2>&1; then
+    pass "3 nodes ready (lb-n1 :$H1, lb-n2 :$H2, lb-n3 :$H3)"
+else
+    fail "3 nodes ready" "$WORK/start.out"
+    summary
+fi
+
+# ----------------------------------------------------------------------------- nginx
+LBDIR="$WORK/nginx"
+mkdir -p "$LBDIR"
+chmod 755 "$WORK" "$LBDIR" # workers drop to an unprivileged user when nginx runs as root
+start_nginx() {
+    python3 tests/deploy/render_nginx.py --listen "127.0.0.1:$LBP" \
+        --upstream "127.0.0.1:$H1" --upstream "127.0.0.1:$H2" --upstream "127.0.0.1:$H3" \
+        --runtime-dir "$LBDIR" --access-log "$LBDIR/access.log chat" -o "$LBDIR/nginx.conf" || return 1
+    "$NGINX" -e stderr -p "$LBDIR" -c "$LBDIR/nginx.conf" -t -q || return 1
+    "$NGINX" -e stderr -p "$LBDIR" -c "$LBDIR/nginx.conf" -g 'daemon off;' >>"$WORK/nginx.log" 2>&1 &
+    PIDS+=("$!")
+    wait_http "http://127.0.0.1:$LBP/lb-health" 10 && wait_http "http://127.0.0.1:$LBP/readyz" 10
+}
+check "nginx from deploy/nginx/chat-lb.conf.template on 127.0.0.1:$LBP, 3 upstreams" start_nginx
+[ "$FAILED" -eq 0 ] || summary
+
+# ----------------------------------------------------------------------------- users
+SUFFIX=$(od -An -N3 -tx1 /dev/urandom | tr -d ' \n')
+mint_tokens() {
+    local name tok
+    printf '{"users": {' >"$WORK/tokens.json"
+    for name in alice bob carol dave; do
+        [ "$name" = alice ] || printf ', ' >>"$WORK/tokens.json"
+        printf '"%s": "lb-%s-%s"' "$name" "$name" "$SUFFIX" >>"$WORK/tokens.json"
+    done
+    printf '}, "tokens": {' >>"$WORK/tokens.json"
+    for name in alice bob carol dave; do
+        tok=$(token "lb-$name-$SUFFIX") || return 1
+        [ "$name" = alice ] || printf ', ' >>"$WORK/tokens.json"
+        printf '"%s": "%s"' "$name" "$tok" >>"$WORK/tokens.json"
+    done
+    printf '}}\n' >>"$WORK/tokens.json"
+    python3 -c 'import json,sys; json.load(open(sys.argv[1]))' "$WORK/tokens.json"
+}
+check "tokens minted with \`jobsphere-chat token\`" mint_tokens
+
+# ----------------------------------------------------------------------------- clients
+GATES="$WORK/gates"
+mkdir -p "$GATES"
+node "$OPS_DIR/lb_clients.cjs" --lb "http://127.0.0.1:$LBP" \
+    --nodes "http://127.0.0.1:$H1,http://127.0.0.1:$H2,http://127.0.0.1:$H3" \
+    --metrics "http://127.0.0.1:$M1,http://127.0.0.1:$M2,http://127.0.0.1:$M3" \
+    --tokens "$WORK/tokens.json" --gates "$GATES" >"$WORK/clients.out" 2>&1 &
+CLIENTS_PID=$!
+PIDS+=("$CLIENTS_PID")
+
+await_gate() {
+    local _
+    for _ in $(seq 1800); do
+        grep -qx "gate $1" "$WORK/clients.out" && return 0
+        kill -0 "$CLIENTS_PID" 2>/dev/null || return 1
+        sleep 0.1
+    done
+    return 1
+}
+
+: >"$WORK/roll.out"
+if await_gate roll; then
+    sleep 2 # the stream is running
+    ROLL_T0=$(date +%s)
+    for n in lb-n1 lb-n2 lb-n3; do
+        if [ "$n" = lb-n2 ]; then
+            # Fresh clients connect through nginx during this node's drain delay.
+            kill -TERM "${NODE_PID[$n]}"
+            sleep 0.3
+            touch "$GATES/probe"
+        fi
+        if stop_node "$n" $((GRACE + 10)) 2>>"$WORK/roll.out"; then
+            echo "$n: SIGTERM -> exit $STOP_RC after ${STOP_SECS} s" >>"$WORK/roll.out"
+        fi
+        if [ "$STOP_RC" = 0 ] && [ "${STOP_SECS%.*}" -le "$GRACE" ]; then
+            pass "$n exits 0 within the grace period after SIGTERM (${STOP_SECS} s, drain delay ${DRAIN_DELAY} s)"
+        else
+            fail "$n exits 0 within the grace period after SIGTERM (exit $STOP_RC after ${STOP_SECS:-?} s)" "$WORK/roll.out"
+        fi
+        wait_port_free "${NODE_PORT[$n]}" 10
+        if start_node "$n" "${NODE_PORT[$n]}" "${NODE_MPORT[$n]}" >>"$WORK/roll.out" 2>&1; then
+            pass "$n restarted on the same ports and ready"
+        else
+            fail "$n restarted on the same ports and ready" "$WORK/roll.out"
+        fi
+    done
+    info "rolling restart took $(($(date +%s) - ROLL_T0)) s"
+    touch "$GATES/roll"
+fi
+wait "$CLIENTS_PID"
+CLIENTS_RC=$?
+grep -v '^gate ' "$WORK/clients.out" >"$WORK/clients.report"
+tally clients bash -c 'cat "$1"; exit "$2"' _ "$WORK/clients.report" "$CLIENTS_RC"
+
+# ----------------------------------------------------------------------------- logs
+if grep -qi 'panicked' "$WORK"/lb-n*.log; then
+    grep -i -A5 'panicked' "$WORK"/lb-n*.log >"$WORK/panics.out"
+    fail "no node panicked" "$WORK/panics.out"
+else
+    pass "no node panicked"
+fi
+# nginx: upstream errors are expected while a node is down (it retries the next one); no 5xx
+# may reach a client.
+if awk '$0 ~ /" 5[0-9][0-9] / && $0 !~ /readyz/' "$LBDIR/access.log" | grep -q .; then
+    awk '$0 ~ /" 5[0-9][0-9] / && $0 !~ /readyz/' "$LBDIR/access.log" | head -n 20 >"$WORK/5xx.out"
+    fail "no 5xx answered by nginx to a client" "$WORK/5xx.out"
+else
+    pass "no 5xx answered by nginx to a client ($(wc -l <"$LBDIR/access.log") requests)"
+fi
+
+summary
