@@ -246,6 +246,12 @@ fn spawn_background(state: &AppState) -> tokio::task::JoinHandle<()> {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
+            let live = st.chat.fanout().local_socket_ids();
+            for (user, t) in st.chat.presence().sweep(&live).await {
+                if let crate::coord::presence::Transition::Offline(at) = t {
+                    st.chat.announce(&user, false, Some(at)).await;
+                }
+            }
             if let Err(e) = st.chat.presence().refresh().await {
                 tracing::warn!(error = %e, "presence refresh failed");
             }

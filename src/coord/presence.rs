@@ -2,11 +2,16 @@
 //! socket on this node appears or the last one goes. Transitions of one user are serialised by a
 //! per-user lock, so a quick disconnect/reconnect cannot leave the backend saying "offline".
 //!
-//! Sockets are tracked by id, not counted: the connect handler awaits before it reports the
-//! socket, so its disconnect can be reported first. Such a socket is remembered as gone and its
-//! late connect is ignored, instead of leaving a user "online" with no socket.
+//! Sockets are tracked by id, not counted: a disconnect can be reported before its connect.
+//! Such a socket is remembered as gone and its late connect is ignored, instead of leaving a
+//! user "online" with no socket. [`PresenceTracker::sweep`] reconciles with the sockets that
+//! really exist, so no path (a handshake that died half-way, a lost handler) leaves a ghost.
 
-use std::{collections::HashSet, sync::Arc};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use dashmap::DashMap;
 use tokio::sync::Mutex;
@@ -22,11 +27,15 @@ pub enum Transition {
     Offline(Timestamp),
 }
 
+/// Sockets younger than this are not swept: they may not be listed by socketioxide yet.
+const SWEEP_GRACE: Duration = Duration::from_secs(10);
+
 #[derive(Default)]
 struct Slot {
-    sockets: HashSet<String>,
-    /// Disconnected before their connect was reported.
-    gone: HashSet<String>,
+    /// Socket id → when it was reported.
+    sockets: HashMap<String, Instant>,
+    /// Disconnected before their connect was reported (kept until then, or swept).
+    gone: HashMap<String, Instant>,
 }
 
 pub struct PresenceTracker {
@@ -57,11 +66,11 @@ impl PresenceTracker {
     pub async fn socket_connected(&self, user: &str, socket: &str) -> CoordResult<Transition> {
         let slot = self.slot(user);
         let mut s = slot.lock().await;
-        if s.gone.remove(socket) {
+        if s.gone.remove(socket).is_some() {
             self.release(user, &s);
             return Ok(Transition::None);
         }
-        s.sockets.insert(socket.to_owned());
+        s.sockets.insert(socket.to_owned(), Instant::now());
         if s.sockets.len() > 1 {
             return Ok(Transition::None);
         }
@@ -80,8 +89,8 @@ impl PresenceTracker {
     pub async fn socket_disconnected(&self, user: &str, socket: &str) -> CoordResult<Transition> {
         let slot = self.slot(user);
         let mut s = slot.lock().await;
-        if !s.sockets.remove(socket) {
-            s.gone.insert(socket.to_owned());
+        if s.sockets.remove(socket).is_none() {
+            s.gone.insert(socket.to_owned(), Instant::now());
             return Ok(Transition::None);
         }
         if !s.sockets.is_empty() {
@@ -94,6 +103,44 @@ impl PresenceTracker {
             Some(t) => Ok(Transition::Offline(t)),
             None => Ok(Transition::None),
         }
+    }
+
+    /// Forgets tracked sockets that are not `live` on this node any more (older than a grace
+    /// period) and stale "gone" marks; returns the users this made go offline.
+    pub async fn sweep(&self, live: &HashSet<String>) -> Vec<(String, Transition)> {
+        let candidates: Vec<(String, Vec<String>)> = self
+            .users
+            .iter()
+            .filter_map(|e| {
+                let s = e.value().try_lock().ok()?;
+                let dead: Vec<String> = s
+                    .sockets
+                    .iter()
+                    .filter(|(id, t)| t.elapsed() > SWEEP_GRACE && !live.contains(*id))
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                let stale_marks = s.gone.values().any(|t| t.elapsed() > SWEEP_GRACE);
+                (!dead.is_empty() || stale_marks).then(|| (e.key().clone(), dead))
+            })
+            .collect();
+        let mut out = Vec::new();
+        for (user, dead) in candidates {
+            {
+                let slot = self.slot(&user);
+                let mut s = slot.lock().await;
+                s.gone.retain(|_, t| t.elapsed() <= SWEEP_GRACE);
+                self.release(&user, &s);
+            }
+            for sid in dead {
+                tracing::warn!(user = %user, socket = %sid, "sweeping a socket that no longer exists");
+                match self.socket_disconnected(&user, &sid).await {
+                    Ok(Transition::None) => {}
+                    Ok(t) => out.push((user.clone(), t)),
+                    Err(e) => tracing::warn!(error = %e, "presence sweep failed"),
+                }
+            }
+        }
+        out
     }
 
     /// Users with at least one socket on this node.
@@ -129,6 +176,27 @@ mod tests {
         assert!(matches!(t.socket_disconnected("u", "s2").await.unwrap(), Transition::Offline(_)));
         assert!(t.local_users().is_empty());
         assert!(t.users.is_empty(), "empty entries are dropped");
+    }
+
+    #[tokio::test]
+    async fn sweep_removes_sockets_that_no_longer_exist() {
+        let t = tracker();
+        t.socket_connected("u", "s1").await.unwrap();
+        t.socket_connected("v", "s2").await.unwrap();
+        let live: HashSet<String> = ["s2".to_owned()].into();
+        assert!(t.sweep(&live).await.is_empty(), "young sockets are left alone");
+        // Age the entries instead of waiting out the grace period.
+        for e in t.users.iter() {
+            let mut s = e.value().try_lock().unwrap();
+            for v in s.sockets.values_mut() {
+                *v -= SWEEP_GRACE * 2;
+            }
+        }
+        let gone = t.sweep(&live).await;
+        assert_eq!(gone.len(), 1);
+        assert_eq!(gone[0].0, "u");
+        assert!(matches!(gone[0].1, Transition::Offline(_)));
+        assert_eq!(t.local_users(), vec!["v".to_owned()]);
     }
 
     #[tokio::test]

@@ -11,8 +11,6 @@ pub enum ConnectError {
     Unauthorized,
     #[error("rate_limited")]
     RateLimited,
-    #[error("unavailable")]
-    Unavailable,
 }
 
 impl ConnectError {
@@ -20,7 +18,6 @@ impl ConnectError {
         match self {
             Self::Unauthorized => "unauthorized",
             Self::RateLimited => "rate_limited",
-            Self::Unavailable => "unavailable",
         }
     }
 }
@@ -59,19 +56,26 @@ async fn check<A: Adapter>(
     s: &SocketRef<A>,
     auth: Option<&serde_json::Value>,
 ) -> Result<(), ConnectError> {
-    if state.is_draining() {
-        return Err(ConnectError::Unavailable);
-    }
+    // Never refuse for a reason of ours (draining, a Redis outage): socket.io clients treat a
+    // `connect_error` as final and stop reconnecting. A draining node accepts, and closes the
+    // transport at the end of its drain so the client reconnects elsewhere.
     let ip = client_ip(&s.req_parts().headers, &s.req_parts().extensions);
-    state.chat.check_rate(LimitKind::Connection, &ip).await.map_err(|e| match e {
-        crate::error::ApiError::RateLimited { .. } => ConnectError::RateLimited,
-        _ => ConnectError::Unavailable,
-    })?;
+    match state.chat.check_rate(LimitKind::Connection, &ip).await {
+        Ok(()) => {}
+        Err(crate::error::ApiError::RateLimited { .. }) => return Err(ConnectError::RateLimited),
+        Err(e) => tracing::warn!(error = %e, "connection throttle unavailable: letting the connection in"),
+    }
     let token = find_token(s, auth).ok_or(ConnectError::Unauthorized)?;
     let identity: Identity = state.jwt.verify(&token).map_err(|e| {
         tracing::debug!(error = %e, "socket auth refused");
         ConnectError::Unauthorized
     })?;
+    // Registered and counted before the client is told it is connected: a second device is
+    // online everywhere by the time it can act, and a first message can name its sender.
+    if let Err(e) = state.chat.register_user(&identity).await {
+        tracing::warn!(error = %e, "user registration failed");
+    }
+    state.chat.socket_connected(identity.id(), &s.id.to_string()).await;
     s.extensions.insert(identity);
     Ok(())
 }

@@ -59,11 +59,11 @@ impl Fanout {
         res.map_err(|e| FanoutError(e.to_string()))
     }
 
-    /// Sockets connected to this node.
-    pub fn local_socket_count(&self) -> usize {
+    /// Ids of the sockets connected to this node.
+    pub fn local_socket_ids(&self) -> std::collections::HashSet<String> {
         match &self.io {
-            Io::Local(io) => io.sockets().len(),
-            Io::Redis(io) => io.local().sockets().len(),
+            Io::Local(io) => io.sockets().iter().map(|s| s.id.to_string()).collect(),
+            Io::Redis(io) => io.local().sockets().iter().map(|s| s.id.to_string()).collect(),
         }
     }
 

@@ -72,20 +72,27 @@ fn record_conversation(id: &str) {
     tracing::Span::current().record("conversation_id", id);
 }
 
-pub async fn on_connect<A: Adapter>(state: AppState, s: SocketRef<A>) {
+/// Runs synchronously when socketioxide calls the connect handler, so every event handler is
+/// in place before the socket's next packet is read. Presence was done by the middleware.
+pub fn on_connect<A: Adapter>(state: &AppState, s: &SocketRef<A>) {
     let Some(me) = s.extensions.get::<Identity>() else {
         // Unreachable: the middleware inserts it; refuse rather than serve anonymously.
-        let _ = s.disconnect();
+        let _ = s.clone().disconnect();
         return;
     };
     s.join(events::user_room(me.id()));
     metrics::counter!(m::SOCKET_CONNECTS_TOTAL).increment(1);
     metrics::gauge!(m::SOCKET_CONNECTIONS).increment(1.0);
-    register_events(&s, &state);
-    if let Err(e) = state.chat.register_user(&me).await {
-        tracing::warn!(error = %e, "user registration failed");
+    register_events(s, state);
+    if !s.connected() {
+        // Closed before the disconnect handler existed: clean up here (the periodic presence
+        // sweep would catch it too).
+        let (st, user, sid) = (state.clone(), me.user.id.clone(), s.id.to_string());
+        tokio::spawn(async move {
+            metrics::gauge!(m::SOCKET_CONNECTIONS).decrement(1.0);
+            st.chat.socket_disconnected(&user, &sid).await;
+        });
     }
-    state.chat.socket_connected(me.id(), &s.id.to_string()).await;
 }
 
 fn register_events<A: Adapter>(s: &SocketRef<A>, state: &AppState) {

@@ -46,9 +46,11 @@ pub fn register<A: Adapter + DefinedAdapter>(io: &SocketIo<A>, state: AppState) 
         let st = st.clone();
         async move { connect::authenticate(&st, &s, auth.ok()).await }
     };
+    // Not an async block: the registration must happen inside the call, before socketioxide
+    // reads the socket's next packet (it spawns the returned future).
     let handler = move |s: SocketRef<A>| {
-        let st = state.clone();
-        async move { handlers::on_connect(st, s).await }
+        handlers::on_connect(&state, &s);
+        std::future::ready(())
     };
     io.ns("/", handler.with(middleware))
 }
