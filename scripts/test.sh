@@ -13,6 +13,7 @@ step() { printf '\n==> %s\n' "$*"; }
 step "tools"
 bash scripts/tools/redis.sh
 bash scripts/tools/prometheus.sh >/dev/null
+command -v nginx >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null; }
 
 step "cargo build (tests)"
 cargo build --locked --all-targets
@@ -29,6 +30,9 @@ bash tests/deploy/check.sh
 
 step "observability checks (alert rules, dashboard)"
 bash tests/prometheus/check.sh
+
+step "cluster operations checks (real Prometheus over 3 nodes, nginx LB + rolling restart, OTLP traces)"
+CHAT_BIN="$PWD/target/debug/jobsphere-chat" bash tests/ops/check.sh
 
 echo
 echo "all test stages passed"
