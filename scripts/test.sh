@@ -13,7 +13,6 @@ step() { printf '\n==> %s\n' "$*"; }
 step "tools"
 bash scripts/tools/redis.sh
 bash scripts/tools/prometheus.sh >/dev/null
-command -v nginx >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null; }
 
 step "cargo build (tests)"
 cargo build --locked --all-targets
