@@ -244,13 +244,22 @@ fn spawn_background(state: &AppState) -> tokio::task::JoinHandle<()> {
         let refresh_every = (st.config.presence_ttl() / 3).max(Duration::from_millis(500));
         let mut tick = tokio::time::interval(refresh_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Reconciling with the sockets that exist is cheap and bounds how long a ghost (a socket
+        // that closed in a race with its own connect) can last, so it runs often.
+        let mut sweep = tokio::time::interval(Duration::from_secs(2));
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tick.tick().await;
-            let live = st.chat.fanout().local_socket_ids();
-            for (user, t) in st.chat.presence().sweep(&live).await {
-                if let crate::coord::presence::Transition::Offline(at) = t {
-                    st.chat.announce(&user, false, Some(at)).await;
+            tokio::select! {
+                _ = sweep.tick() => {
+                    let live = st.chat.fanout().local_socket_ids();
+                    for (user, t) in st.chat.presence().sweep(&live).await {
+                        if let crate::coord::presence::Transition::Offline(at) = t {
+                            st.chat.announce(&user, false, Some(at)).await;
+                        }
+                    }
+                    continue;
                 }
+                _ = tick.tick() => {}
             }
             if let Err(e) = st.chat.presence().refresh().await {
                 tracing::warn!(error = %e, "presence refresh failed");

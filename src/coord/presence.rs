@@ -28,7 +28,7 @@ pub enum Transition {
 }
 
 /// Sockets younger than this are not swept: they may not be listed by socketioxide yet.
-const SWEEP_GRACE: Duration = Duration::from_secs(10);
+const SWEEP_GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Default)]
 struct Slot {

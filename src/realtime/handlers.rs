@@ -3,6 +3,7 @@
 
 use std::{future::Future, time::Instant};
 
+use futures::future::BoxFuture;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use socketioxide::{
@@ -33,13 +34,26 @@ fn identity<A: Adapter>(s: &SocketRef<A>) -> Result<Identity, ApiError> {
     s.extensions.get::<Identity>().ok_or(ApiError::Unauthorized)
 }
 
-/// Registers `event` with uniform parsing, metrics, span and reply.
-fn on<A, P, F, Fut>(s: &SocketRef<A>, state: &AppState, event: &'static str, f: F)
+/// What a handler answers: the ack data, and work that must follow the ack (fan-out).
+pub struct Answer {
+    data: Value,
+    then: Option<BoxFuture<'static, ()>>,
+}
+
+impl From<Value> for Answer {
+    fn from(data: Value) -> Self {
+        Self { data, then: None }
+    }
+}
+
+/// Registers `event` with uniform parsing, metrics, span, in-flight accounting and reply.
+fn on<A, P, F, Fut, R>(s: &SocketRef<A>, state: &AppState, event: &'static str, f: F)
 where
     A: Adapter,
     P: DeserializeOwned + Send + 'static,
     F: Fn(AppState, SocketRef<A>, Identity, P) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Result<Value, ApiError>> + Send + 'static,
+    Fut: Future<Output = Result<R, ApiError>> + Send + 'static,
+    R: Into<Answer>,
 {
     let state = state.clone();
     s.on(event, move |s: SocketRef<A>, TryData(v): TryData<Value>, reply: Reply<A>| {
@@ -58,8 +72,13 @@ where
                 f(state, s.clone(), me, p).await
             }
             .await;
-            match res {
-                Ok(data) => reply.success(data),
+            match res.map(Into::into) {
+                Ok(Answer { data, then }) => {
+                    reply.success(data);
+                    if let Some(then) = then {
+                        then.await;
+                    }
+                }
                 Err(e) => reply.error(&e, event),
             }
             metrics::histogram!(m::EVENT_DURATION_SECONDS, "event" => event).record(start.elapsed().as_secs_f64());
@@ -104,7 +123,7 @@ fn register_events<A: Adapter>(s: &SocketRef<A>, state: &AppState) {
     on(s, state, events::MARK_AS_DELIVERED, on_mark_as_delivered);
     on(s, state, events::GET_ONLINE_STATUS, on_get_online_status);
     on(s, state, events::SYNC, on_sync);
-    register_send_message(s, state);
+    on(s, state, events::SEND_MESSAGE, on_send_message);
 
     s.on_fallback(|Event(name): Event, reply: Reply<A>| async move {
         tracing::debug!(event = %name, "unknown event");
@@ -229,50 +248,30 @@ async fn on_sync<A: Adapter>(
 
 /// `send_message`: ack `{message}`, then `message_delivered` to this socket, then `new_message`
 /// to every socket of both participants.
-fn register_send_message<A: Adapter>(s: &SocketRef<A>, state: &AppState) {
-    let state = state.clone();
-    let event = events::SEND_MESSAGE;
-    s.on(event, move |s: SocketRef<A>, TryData(v): TryData<Value>, reply: Reply<A>| {
-        let st = state.clone();
-        let user = s.extensions.get::<Identity>().map(|i| i.user.id).unwrap_or_default();
-        let span = info_span!("socket_event", event, user_id = %user, conversation_id = tracing::field::Empty, trace_id = tracing::field::Empty);
-        crate::telemetry::record_trace_id(&span);
-        let in_flight = state.in_flight.enter();
-        async move {
-            let _in_flight = in_flight;
-            let start = Instant::now();
-            metrics::counter!(m::EVENTS_TOTAL, "event" => event).increment(1);
-            let res = async {
-                let me = identity(&s)?;
-                let p: events::SendMessage = parse(v)?;
-                record_conversation(&p.conversation_id);
-                let input = SendInput {
-                    conversation_id: p.conversation_id,
-                    content: p.content,
-                    message_type: p.message_type,
-                    client_message_id: p.client_message_id,
-                };
-                st.chat.send_message(&me, input).await
-            }
-            .await;
-            match res {
-                Ok(sent) => {
-                    reply.success(json!({ "message": &sent.message }));
-                    let delivered = events::MessageDelivered {
-                        client_message_id: &sent.message.client_message_id,
-                        message: &sent.message,
-                    };
-                    if let Err(e) = s.emit(events::MESSAGE_DELIVERED, &delivered) {
-                        tracing::debug!(error = %e, "message_delivered not sent");
-                    }
-                    st.chat.publish_message(&sent).await;
-                }
-                Err(e) => reply.error(&e, event),
-            }
-            metrics::histogram!(m::EVENT_DURATION_SECONDS, "event" => event).record(start.elapsed().as_secs_f64());
+async fn on_send_message<A: Adapter>(
+    st: AppState,
+    s: SocketRef<A>,
+    me: Identity,
+    p: events::SendMessage,
+) -> Result<Answer, ApiError> {
+    record_conversation(&p.conversation_id);
+    let input = SendInput {
+        conversation_id: p.conversation_id,
+        content: p.content,
+        message_type: p.message_type,
+        client_message_id: p.client_message_id,
+    };
+    let sent = st.chat.send_message(&me, input).await?;
+    let data = json!({ "message": &sent.message });
+    let then = async move {
+        let delivered =
+            events::MessageDelivered { client_message_id: &sent.message.client_message_id, message: &sent.message };
+        if let Err(e) = s.emit(events::MESSAGE_DELIVERED, &delivered) {
+            tracing::debug!(error = %e, "message_delivered not sent");
         }
-        .instrument(span)
-    });
+        st.chat.publish_message(&sent).await;
+    };
+    Ok(Answer { data, then: Some(Box::pin(then)) })
 }
 
 #[cfg(test)]

@@ -531,6 +531,15 @@ impl Sock {
         bl.clone()
     }
 
+    /// Removes and returns every `name` event received so far.
+    pub async fn take(&self, name: &str) -> Vec<Value> {
+        self.received().await;
+        let mut bl = self.backlog.lock().await;
+        let (hit, rest): (Vec<_>, Vec<_>) = bl.drain(..).partition(|(n, _)| n == name);
+        *bl = rest;
+        hit.into_iter().map(|(_, v)| v).collect()
+    }
+
     /// Count of `name` events received so far (after draining).
     pub async fn count(&self, name: &str) -> usize {
         self.received().await.iter().filter(|(n, _)| n == name).count()

@@ -716,8 +716,8 @@ async fn quick_disconnect_does_not_leave_a_ghost_online() {
             e.1 += 1;
         }
     };
-    for (_, st) in dave.received().await.iter().filter(|(n, _)| n == "user_status") {
-        count(&mut tally, st);
+    for st in dave.take("user_status").await {
+        count(&mut tally, &st);
     }
     while tally.values().any(|(on, off)| on > off) {
         let st = dave.next("user_status").await;
