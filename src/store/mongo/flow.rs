@@ -183,6 +183,13 @@ pub(super) async fn catch_up<O: Ops + ?Sized>(
 /// `mark_read`: marks up to `min(up_to, lastSeq)`, then recounts the reader's unread messages
 /// at a watermark and stores the count only if the watermark is still current (a message
 /// applied meanwhile adds its +1 after, or we recount).
+///
+/// The embedded `lastMessage` is the message at the watermark, so it is read exactly when the
+/// recount finds nothing unread up to the watermark (statuses never go back, so that still
+/// holds when the guarded update lands). Deriving its status from the recount, rather than from
+/// what this call marked, also repairs it after an earlier `mark_read` that stopped between
+/// marking the messages and this update (a fault, a timeout, a crashed node): whatever
+/// `up_to` the reader's next call asks for, like the count.
 pub(super) async fn mark_read<O: Ops + ?Sized>(
     ops: &O,
     conversation: ObjectId,
@@ -202,11 +209,10 @@ pub(super) async fn mark_read<O: Ops + ?Sized>(
         let Some(slot) = slot else {
             return Ok(ReadReceipt { up_to_seq: up, read_at, unread_count: count, updated });
         };
-        // `lastSeq` is the guard, so `lastMessage` is still the message we look at here.
-        let last_read = conv
-            .last_message
-            .as_ref()
-            .is_some_and(|m| m.receiver_id == reader && m.seq <= up && m.status != MessageStatus::Read);
+        // `lastSeq` is the guard, so `lastMessage` is still the message we look at here, the
+        // one at the watermark: read iff none of the reader's messages up to it is unread.
+        let last_read = count == 0
+            && conv.last_message.as_ref().is_some_and(|m| m.receiver_id == reader && m.status != MessageStatus::Read);
         if let Some(c) = ops.set_unread(conversation, conv.last_seq, slot, count, last_read).await? {
             return Ok(ReadReceipt { up_to_seq: up, read_at, unread_count: c.unread[slot], updated });
         }
@@ -277,6 +283,8 @@ mod tests {
         faults: AtomicU32,
         /// When set, `apply_message` always fails: a node dying right after its insert.
         break_apply: AtomicBool,
+        /// Steps (`Ops` method names) that fail every time: a caller stopped right there.
+        broken: Mutex<HashSet<&'static str>>,
     }
 
     impl Model {
@@ -287,6 +295,7 @@ mod tests {
                 fault_per_mille: AtomicU32::new(0),
                 faults: AtomicU32::new(0),
                 break_apply: AtomicBool::new(false),
+                broken: Mutex::default(),
             })
         }
 
@@ -311,8 +320,20 @@ mod tests {
             id
         }
 
-        async fn step(&self) -> StoreResult<()> {
+        /// Makes step `op` fail until [`Model::repair`].
+        fn break_step(&self, op: &'static str) {
+            self.broken.lock().unwrap().insert(op);
+        }
+
+        fn repair(&self, op: &'static str) {
+            self.broken.lock().unwrap().remove(op);
+        }
+
+        async fn step(&self, op: &'static str) -> StoreResult<()> {
             tokio::task::yield_now().await;
+            if self.broken.lock().unwrap().contains(op) {
+                return Err(StoreError::Unavailable(format!("{op} interrupted")));
+            }
             let p = self.fault_per_mille.load(Ordering::Relaxed);
             if p > 0 && self.rng.lock().unwrap().random_range(0..1000) < p {
                 self.faults.fetch_add(1, Ordering::Relaxed);
@@ -356,12 +377,12 @@ mod tests {
     #[async_trait]
     impl Ops for Model {
         async fn conversation(&self, id: ObjectId) -> StoreResult<Option<ConversationDoc>> {
-            self.step().await?;
+            self.step("conversation").await?;
             Ok(self.db.lock().unwrap().convs.get(&id).cloned())
         }
 
         async fn message_by_client_id(&self, sender: &str, cmid: &str) -> StoreResult<Option<MessageDoc>> {
-            self.step().await?;
+            self.step("message_by_client_id").await?;
             let db = self.db.lock().unwrap();
             Ok(db
                 .messages
@@ -371,7 +392,7 @@ mod tests {
         }
 
         async fn try_insert(&self, m: &MessageDoc) -> StoreResult<bool> {
-            self.step().await?;
+            self.step("try_insert").await?;
             let inserted = {
                 let mut db = self.db.lock().unwrap();
                 let taken = db.messages.iter().any(|o| {
@@ -387,24 +408,24 @@ mod tests {
                 !taken
             };
             // The reply can be lost after the write happened.
-            self.step().await?;
+            self.step("try_insert.reply").await?;
             Ok(inserted)
         }
 
         async fn newest_seq(&self, id: ObjectId) -> StoreResult<i64> {
-            self.step().await?;
+            self.step("newest_seq").await?;
             Ok(self.messages(id).last().map_or(0, |m| m.seq))
         }
 
         async fn stored_after(&self, id: ObjectId, after: i64, limit: i64) -> StoreResult<Vec<MessageDoc>> {
-            self.step().await?;
+            self.step("stored_after").await?;
             let mut v: Vec<_> = self.messages(id).into_iter().filter(|m| m.seq > after).collect();
             v.truncate(limit as usize);
             Ok(v)
         }
 
         async fn apply_message(&self, m: &MessageDoc, slot: Option<usize>) -> StoreResult<Option<ConversationDoc>> {
-            self.step().await?;
+            self.step("apply_message").await?;
             if self.break_apply.load(Ordering::Relaxed) {
                 return Err(StoreError::Unavailable("node died".into()));
             }
@@ -423,7 +444,7 @@ mod tests {
         }
 
         async fn mark_messages_read(&self, id: ObjectId, reader: &str, up_to: i64) -> StoreResult<u64> {
-            self.step().await?;
+            self.step("mark_messages_read").await?;
             let mut n = 0;
             for m in self.db.lock().unwrap().messages.iter_mut() {
                 if m.conversation_id == id
@@ -439,7 +460,7 @@ mod tests {
         }
 
         async fn count_unread(&self, id: ObjectId, reader: &str, up_to: i64) -> StoreResult<i64> {
-            self.step().await?;
+            self.step("count_unread").await?;
             let db = self.db.lock().unwrap();
             Ok(db
                 .messages
@@ -461,7 +482,7 @@ mod tests {
             count: i64,
             last_read: bool,
         ) -> StoreResult<Option<ConversationDoc>> {
-            self.step().await?;
+            self.step("set_unread").await?;
             let mut db = self.db.lock().unwrap();
             let Some(c) = db.convs.get_mut(&id) else { return Ok(None) };
             if c.last_seq != watermark {
@@ -475,7 +496,7 @@ mod tests {
         }
 
         async fn mark_messages_delivered(&self, id: ObjectId, receiver: &str, up_to: i64) -> StoreResult<u64> {
-            self.step().await?;
+            self.step("mark_messages_delivered").await?;
             let mut n = 0;
             for m in self.db.lock().unwrap().messages.iter_mut() {
                 if m.conversation_id == id
@@ -491,7 +512,7 @@ mod tests {
         }
 
         async fn mark_last_message_delivered(&self, id: ObjectId, receiver: &str, up_to: i64) -> StoreResult<()> {
-            self.step().await?;
+            self.step("mark_last_message_delivered").await?;
             let mut db = self.db.lock().unwrap();
             if let Some(m) = db.convs.get_mut(&id).and_then(|c| c.last_message.as_mut())
                 && m.receiver_id == receiver
@@ -635,6 +656,59 @@ mod tests {
         assert_eq!(mark_delivered(&*db, ObjectId::new(), "b", 3).await.unwrap(), 0);
     }
 
+    /// The interleaving behind the once-flaky concurrent test: a `mark_read` stops after marking
+    /// the messages and before its guarded summary update (the step fails, the node dies, the
+    /// call times out). The stored messages are read, the embedded copy is still `sent` and the
+    /// count too high; the reader's next `mark_read`, whatever `up_to` it asks for, repairs both.
+    #[tokio::test]
+    async fn an_interrupted_mark_read_is_repaired_by_the_readers_next_one() {
+        for stop_at in ["count_unread", "set_unread"] {
+            for next_up_to in [Some(0), Some(1), Some(3), None] {
+                let db = Model::new(8);
+                let c = db.conversation_between("a", "b");
+                for (from, to) in [("a", "b"), ("b", "a"), ("a", "b")] {
+                    send(&db, new_message(c, from, to, None)).await.unwrap();
+                }
+                db.break_step(stop_at);
+                assert!(mark_read(&*db, c, "b", None, now()).await.is_err(), "{stop_at}");
+                db.repair(stop_at);
+                let msgs = db.messages(c);
+                assert!(msgs.iter().filter(|m| m.receiver_id == "b").all(|m| m.status == MessageStatus::Read));
+                let conv = db.conv(c);
+                assert_eq!(conv.last_message.unwrap().status, MessageStatus::Sent, "left behind, not ahead");
+                assert_eq!(conv.unread, [1, 2], "too high, never too low");
+                let r = mark_read(&*db, c, "b", next_up_to, now()).await.unwrap();
+                assert_eq!((r.updated, r.unread_count), (0, 0), "{stop_at} then {next_up_to:?}");
+                db.check(c);
+            }
+        }
+    }
+
+    /// `mark_delivered` stopped between its two updates leaves the embedded copy `sent` (behind,
+    /// never ahead) until the receiver's next receipt reaching it, or a read of everything.
+    #[tokio::test]
+    async fn an_interrupted_mark_delivered_is_repaired_by_the_next_receipt_or_read() {
+        for next_is_read in [false, true] {
+            let db = Model::new(9);
+            let c = db.conversation_between("a", "b");
+            for _ in 0..2 {
+                send(&db, new_message(c, "a", "b", None)).await.unwrap();
+            }
+            db.break_step("mark_last_message_delivered");
+            assert!(mark_delivered(&*db, c, "b", 2).await.is_err());
+            db.repair("mark_last_message_delivered");
+            assert!(db.messages(c).iter().all(|m| m.status == MessageStatus::Delivered));
+            assert_eq!(db.conv(c).last_message.unwrap().status, MessageStatus::Sent);
+            if next_is_read {
+                let r = mark_read(&*db, c, "b", None, now()).await.unwrap();
+                assert_eq!((r.updated, r.unread_count), (2, 0));
+            } else {
+                assert_eq!(mark_delivered(&*db, c, "b", 2).await.unwrap(), 0);
+            }
+            db.check(c);
+        }
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_duplicate_retries_create_one_message() {
         for seed in 0..20 {
@@ -703,8 +777,9 @@ mod tests {
             }
             assert!(db.faults.load(Ordering::Relaxed) > 0, "faults were injected");
             quiesce(&db, c).await;
-            // An interrupted mark_read may leave a count too high (never too low); the reader's
-            // next mark_read settles it.
+            // An interrupted mark_read may leave a count too high (never too low) and the
+            // embedded lastMessage `sent` while it is read; the reader's next mark_read, whatever
+            // it asks for, settles both.
             for reader in ["alice", "bob.b"] {
                 mark_read(&*db, c, reader, Some(0), now()).await.unwrap();
             }

@@ -78,7 +78,15 @@
 //! watermarks and `$min` keeps the lowest, so concurrent readers converge on the exact count; a
 //! `mark_read` interrupted before its last step leaves the count too high (never too low) until
 //! the reader's next one. `lastMessage.status` follows `read`/`delivered` through updates guarded
-//! on that message, never downgrading.
+//! on that message, never downgrading, and only after the messages themselves were updated, so
+//! it can lag behind, never run ahead. A message is marked only once it is applied (both mark
+//! up to the watermark, catching up first), so the apply step always copies a `sent` message
+//! that no receipt has touched yet. `mark_read` sets `read` on `lastMessage` (the message at the
+//! watermark) when its recount finds nothing unread up to the watermark, rather than from the
+//! range it marked: so the reader's next `mark_read`, whatever its `upToSeq`, also repairs the
+//! copy left `sent` by an interrupted one, as it does the count. An interrupted `mark_delivered`
+//! leaves the copy `sent` until the receiver's next receipt reaching it, or a `mark_read` that
+//! leaves nothing unread.
 //!
 //! **Durability.** Unless the URI says otherwise, writes use `w: "majority", j: true`.
 //!

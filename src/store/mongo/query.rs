@@ -118,7 +118,8 @@ pub(super) fn apply_message(m: &MessageDoc, receiver_slot: Option<usize>) -> Res
 }
 
 /// Lowers the reader's count to a fresh recount (never raises it: a concurrent, older recount
-/// may only be larger), and marks the embedded last message read when it was covered.
+/// may only be larger), and marks the embedded last message read when the recount found none
+/// of the reader's messages unread up to it.
 pub(super) fn set_unread(slot: usize, count: i64, last_message_read: bool) -> Document {
     let mut update = doc! { "$min": { format!("unread.{slot}"): count } };
     if last_message_read {
