@@ -184,6 +184,12 @@ pub async fn run(
     let stop_accepting = Arc::new(Notify::new());
     let stop = stop_accepting.clone();
     let server = tokio::spawn(async move {
+        // Chat frames are small and latency-bound: no Nagle delay on any connection.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "TCP_NODELAY not set");
+            }
+        });
         axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(async move { stop.notified().await })
             .await
