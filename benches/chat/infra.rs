@@ -410,3 +410,49 @@ impl ServerView {
         Value::Object(o)
     }
 }
+
+/// CPU ticks per thread name (summed over the threads of `pids` that share a name).
+fn thread_ticks(pids: &[u32]) -> std::collections::HashMap<String, u64> {
+    let mut out = std::collections::HashMap::new();
+    for pid in pids {
+        let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else { continue };
+        for t in dir.flatten() {
+            let s = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+            let (Some(open), Some(close)) = (s.find('('), s.rfind(')')) else { continue };
+            let name = s[open + 1..close].to_owned();
+            let f: Vec<&str> = s[close + 2..].split(' ').collect();
+            let get = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            *out.entry(name).or_insert(0) += get(11) + get(12);
+        }
+    }
+    out
+}
+
+/// Where the nodes' CPU goes, by thread name (`sqlite-writer`, `tokio-runtime-w`, …), in cores.
+pub struct ThreadMeter {
+    pids: Vec<u32>,
+    start_ticks: std::collections::HashMap<String, u64>,
+    start: Instant,
+}
+
+impl ThreadMeter {
+    pub fn start(pids: Vec<u32>) -> Self {
+        let start_ticks = thread_ticks(&pids);
+        Self { pids, start_ticks, start: Instant::now() }
+    }
+
+    pub fn finish(&self) -> Value {
+        let secs = self.start.elapsed().as_secs_f64().max(1e-3);
+        let now = thread_ticks(&self.pids);
+        let mut v: Vec<(String, f64)> = now
+            .into_iter()
+            .map(|(k, t)| {
+                let d = t.saturating_sub(*self.start_ticks.get(&k).unwrap_or(&0));
+                (k, d as f64 / TICKS_PER_SEC / secs)
+            })
+            .filter(|(_, c)| *c >= 0.01)
+            .collect();
+        v.sort_by(|a, b| b.1.total_cmp(&a.1));
+        Value::Object(v.into_iter().map(|(k, c)| (k, json!(round2(c)))).collect())
+    }
+}

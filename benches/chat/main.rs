@@ -40,7 +40,7 @@ use std::{
 };
 
 use futures::{StreamExt, stream};
-use infra::{CpuMeter, NodeProc, Redis, Res, ServerView, round2};
+use infra::{CpuMeter, NodeProc, Redis, Res, ServerView, ThreadMeter, round2};
 use rand::Rng;
 use serde_json::{Value, json};
 use stats::{Quantiles, Recorder, key};
@@ -307,6 +307,7 @@ async fn closed_loop_scenario(o: &Opts, name: &str, nodes: usize) -> Res<Value> 
     let errors = Arc::new(Errors::default());
     let ack_rtts = Arc::new(Mutex::new(Vec::<u64>::new()));
     let server = ServerView::start(&cluster.nodes).await;
+    let threads = ThreadMeter::start(cluster.nodes.iter().map(|n| n.pid()).collect());
     let cpu = cluster.cpu_meter();
     let start = Instant::now();
     let deadline = start + Duration::from_secs(o.secs);
@@ -340,6 +341,7 @@ async fn closed_loop_scenario(o: &Opts, name: &str, nodes: usize) -> Res<Value> 
         t.await?;
     }
     let cpu = cpu.finish();
+    let threads = threads.finish();
     let secs = o.secs as f64;
     rec.drain(phase, 0, Duration::from_secs(10)).await;
     let server = server.finish().await;
@@ -364,6 +366,7 @@ async fn closed_loop_scenario(o: &Opts, name: &str, nodes: usize) -> Res<Value> 
         "latency_ms": s.latency.json(),
         "ack_rtt_ms": Quantiles::of(&rtts).json(),
         "cpu_cores": cpu,
+        "node_threads_cores": threads,
         "server": server,
     }))
 }
@@ -426,9 +429,11 @@ async fn latency_at_rate(o: &Opts) -> Res<Value> {
     let rec = Arc::new(Recorder::new());
     let pairs = setup_pairs(&cluster, "latency_at_rate", o.pairs, 1, &rec, o.connect_concurrency).await?;
     let server = ServerView::start(&cluster.nodes).await;
+    let threads = ThreadMeter::start(cluster.nodes.iter().map(|n| n.pid()).collect());
     let cpu = cluster.cpu_meter();
     let p = paced(&pairs, &rec, 1, o.rate, o.secs).await;
     let cpu = cpu.finish();
+    let threads = threads.finish();
     rec.drain(1, p.sent - p.errors.count.load(Ordering::Relaxed), Duration::from_secs(10)).await;
     let server = server.finish().await;
     let s = rec.summary(1, o.secs as f64);
@@ -451,6 +456,7 @@ async fn latency_at_rate(o: &Opts) -> Res<Value> {
         "latency_ms": s.latency.json(),
         "loadgen_send_lag_ms": p.send_lag.json(),
         "cpu_cores": cpu,
+        "node_threads_cores": threads,
         "server": server,
     }))
 }
@@ -465,9 +471,11 @@ async fn max_sustained(o: &Opts) -> Res<Value> {
     for (i, &rate) in o.max_rates.iter().enumerate() {
         let phase = 10 + i as u16;
         let server = ServerView::start(&cluster.nodes).await;
+        let threads = ThreadMeter::start(cluster.nodes.iter().map(|n| n.pid()).collect());
         let cpu = cluster.cpu_meter();
         let p = paced(&pairs, &rec, phase, rate, o.step_secs).await;
         let cpu = cpu.finish();
+        let threads = threads.finish();
         rec.drain(phase, p.sent - p.errors.count.load(Ordering::Relaxed), Duration::from_secs(5)).await;
         let server = server.finish().await;
         let s = rec.summary(phase, o.step_secs as f64);
@@ -483,6 +491,7 @@ async fn max_sustained(o: &Opts) -> Res<Value> {
             "loadgen_send_lag_p99_ms": p.send_lag.p99_ms,
             "errors": p.errors.count.load(Ordering::Relaxed),
             "cpu_cores": cpu,
+            "node_threads_cores": threads,
             "server": server,
             "held": ok,
         }));
