@@ -92,7 +92,10 @@ pub async fn open_store(config: &Config) -> anyhow::Result<(Arc<dyn Store>, Opti
     let (store, sqlite): (Arc<dyn Store>, Option<Arc<SqliteStore>>) = match &config.mongodb_uri {
         Some(uri) => (crate::store::mongo::connect(uri, &config.mongodb_db).await?, None),
         None => {
-            let s = Arc::new(SqliteStore::open_dir(&config.data_dir).context("opening the SQLite store")?);
+            let s = Arc::new(
+                SqliteStore::open_dir(&config.data_dir, config.sqlite_synchronous)
+                    .context("opening the SQLite store")?,
+            );
             (s.clone(), Some(s))
         }
     };

@@ -59,6 +59,10 @@ pub struct Config {
     /// Embedded SQLite store and dev JWT secret.
     #[arg(long, env = "CHAT_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
+    /// SQLite commit durability: `full` (fsync per group commit) or `normal` (WAL without
+    /// per-commit fsync: survives a process crash, not a power loss).
+    #[arg(long, env = "CHAT_SQLITE_SYNCHRONOUS", value_enum, default_value = "full")]
+    pub sqlite_synchronous: crate::store::sqlite::Durability,
     /// Redis URL; set = cluster mode.
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
