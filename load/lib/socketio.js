@@ -13,9 +13,7 @@ const DEBUG = !!__ENV.SIO_DEBUG;
 // `null`, so scripts go on.
 const ACK_TIMEOUT_MS = Number(__ENV.ACK_TIMEOUT_MS || 10000);
 // Delay between the server's connect packet and onConnect. 0 = emit at once, as real clients
-// do. (socketioxide 0.18 sends the connect packet before it runs the async connect handler
-// that registers the event handlers, so an event emitted at once can be dropped; see
-// load/README.md.)
+// do (a node that registers its event handlers late drops such events; see load/README.md).
 const CONNECT_SETTLE_MS = Number(__ENV.CONNECT_SETTLE_MS || 0);
 
 export const sioConnectMs = new Trend('sio_connect_ms', true);
