@@ -17,7 +17,8 @@ const FILLER: &str = "Can you come on Tuesday morning to look at the leaking kit
 #[derive(Default)]
 struct Phase {
     confirmed: Vec<u64>,
-    received: Vec<(u64, u64)>,
+    /// (key, latency µs, send instant µs)
+    received: Vec<(u64, u64, u64)>,
 }
 
 pub struct Recorder {
@@ -69,7 +70,7 @@ impl Recorder {
         let now = self.now_us();
         if let Some((k, sent)) = Self::key_of(event) {
             let mut p = self.phases.lock().unwrap();
-            p.entry(phase_of(k)).or_default().received.push((k, now.saturating_sub(sent)));
+            p.entry(phase_of(k)).or_default().received.push((k, now.saturating_sub(sent), sent));
         }
     }
 
@@ -104,11 +105,19 @@ impl Recorder {
         let ph = p.get(&phase).unwrap_or(&empty);
         let mut first: HashMap<u64, u64> = HashMap::with_capacity(ph.received.len());
         let mut duplicates = 0u64;
-        for (k, lat) in &ph.received {
+        // Worst latency per 100 ms window of send time: shows whether slow messages cluster.
+        let t0 = ph.received.iter().map(|r| r.2).min().unwrap_or(0);
+        let mut windows: HashMap<u64, u64> = HashMap::new();
+        for (k, lat, sent) in &ph.received {
             if first.insert(*k, *lat).is_some() {
                 duplicates += 1;
             }
+            let w = windows.entry((sent - t0) / 100_000).or_insert(0);
+            *w = (*w).max(*lat);
         }
+        let mut worst: Vec<(u64, u64)> = windows.into_iter().collect();
+        worst.sort_by_key(|w| std::cmp::Reverse(w.1));
+        worst.truncate(5);
         let confirmed: HashSet<u64> = ph.confirmed.iter().copied().collect();
         let lost = confirmed.iter().filter(|k| !first.contains_key(k)).count() as u64;
         let mut lats: Vec<u64> = first.values().copied().collect();
@@ -120,6 +129,7 @@ impl Recorder {
             lost,
             duplicates,
             latency: Quantiles::of(&lats),
+            worst_windows: worst.into_iter().map(|(w, lat)| (w * 100, ms(lat))).collect(),
         }
     }
 }
@@ -168,11 +178,18 @@ pub struct Summary {
     pub lost: u64,
     pub duplicates: u64,
     pub latency: Quantiles,
+    /// The five 100 ms windows (offset in ms from the first send) with the slowest message.
+    pub worst_windows: Vec<(u64, f64)>,
 }
 
 impl Summary {
     pub fn confirmed_per_sec(&self) -> f64 {
         (self.confirmed as f64 / self.secs * 10.0).round() / 10.0
+    }
+
+    /// `[[offset_ms, max_latency_ms], ...]`
+    pub fn worst_json(&self) -> Value {
+        json!(self.worst_windows)
     }
 
     pub fn received_per_sec(&self) -> f64 {
