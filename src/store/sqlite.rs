@@ -115,6 +115,8 @@ pub struct SqliteStore {
     path: PathBuf,
     writer: std_mpsc::SyncSender<WriteJob>,
     readers: Pool,
+    /// Dropped with the store: ends the checkpoint thread.
+    _stop_checkpoints: std_mpsc::Sender<()>,
 }
 
 impl SqliteStore {
@@ -139,6 +141,12 @@ impl SqliteStore {
             .name("sqlite-writer".into())
             .spawn(move || writer_loop(conn, rx))
             .map_err(|e| StoreError::Internal(e.to_string()))?;
+        let checkpointer = open_connection(path, durability)?;
+        let (stop_checkpoints, stop) = std_mpsc::channel();
+        std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || checkpoint_loop(checkpointer, stop))
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
         let readers = PoolConfig::new(path)
             .builder(Runtime::Tokio1)
             .map_err(|e| StoreError::Internal(e.to_string()))?
@@ -153,7 +161,7 @@ impl SqliteStore {
             }))
             .build()
             .map_err(|e| StoreError::Internal(e.to_string()))?;
-        Ok(Self { path: path.to_owned(), writer: tx, readers })
+        Ok(Self { path: path.to_owned(), writer: tx, readers, _stop_checkpoints: stop_checkpoints })
     }
 
     pub fn path(&self) -> &Path {
@@ -222,10 +230,22 @@ fn open_connection(path: &Path, durability: Durability) -> StoreResult<Connectio
     };
     conn.execute_batch(&format!(
         "PRAGMA journal_mode = WAL; PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON; \
-         PRAGMA wal_autocheckpoint = 4000;"
+         PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 67108864;"
     ))
     .map_err(map_err)?;
     Ok(conn)
+}
+
+/// Copies the WAL back into the database off the write path. SQLite's automatic checkpoint
+/// runs inside the committing connection (with its fsyncs), stalling every write queued behind
+/// it; here the writer has it off and this thread checkpoints passively (never blocking writers
+/// or readers) every second, until the store is dropped (its sender goes away).
+fn checkpoint_loop(conn: Connection, stop: std_mpsc::Receiver<()>) {
+    while let Err(std_mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(Duration::from_secs(1)) {
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(error = %e, "WAL checkpoint failed");
+        }
+    }
 }
 
 fn configure_reader(conn: &mut Connection) -> rusqlite::Result<()> {
