@@ -98,7 +98,7 @@ impl Opts {
             window: env_or("BENCH_WINDOW", 1usize).max(1),
             rate: env_or("BENCH_RATE", 2000),
             max_rates,
-            step_secs: env_or("BENCH_STEP_SECS", 5),
+            step_secs: env_or("BENCH_STEP_SECS", 10),
             max_p99_ms: env_or("BENCH_MAX_P99_MS", 100.0),
             max_nodes: env_or("BENCH_MAX_NODES", 3usize).max(1),
             idle_conns: env_or("BENCH_IDLE_CONNS", 2000),
