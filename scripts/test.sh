@@ -33,5 +33,8 @@ bash tests/prometheus/check.sh
 step "cluster operations checks (real Prometheus over 3 nodes, nginx LB + rolling restart, OTLP traces)"
 CHAT_BIN="$PWD/target/debug/jobsphere-chat" bash tests/ops/check.sh
 
+step "k6 load scripts (tiny settings, so they never rot)"
+CHAT_BIN="$PWD/target/debug/jobsphere-chat" bash tests/load/k6_smoke.sh
+
 echo
 echo "all test stages passed"
