@@ -632,6 +632,14 @@ async fn case_mark_delivered(store: Arc<dyn Store>) {
     assert_eq!(store.mark_delivered(&conv.id, "bob", 6).await.unwrap(), 0);
     let st = status_by_seq(&all_messages(&store, &conv.id).await);
     assert_eq!(st.values().copied().collect::<Vec<_>>(), [Read, Read, Read, Read, Delivered, Read]);
+
+    // A receipt beyond the newest message does not cover messages sent after it.
+    send(&store, &conv, "alice", "later").await;
+    let st = status_by_seq(&all_messages(&store, &conv.id).await);
+    assert_eq!(st.get(&7), Some(&Sent));
+    assert_eq!(store.mark_delivered(&conv.id, "bob", 100).await.unwrap(), 1);
+    let st = status_by_seq(&all_messages(&store, &conv.id).await);
+    assert_eq!(st.get(&7), Some(&Delivered));
 }
 
 async fn case_unread_counts(store: Arc<dyn Store>) {
