@@ -1,6 +1,7 @@
 //! Cached conversation lists and unread counts in Redis, with per-user generations (see
-//! `crate::coord`): `P:gen:{user}` (INCR on every write that affects the user; kept a day, far
-//! longer than any value) and values under `P:cache:{kind}:{user}:{gen}:{variant}`.
+//! `crate::coord`): `P:gen:{user}` (a fresh random value on every write that affects the user,
+//! one `SET … EX` where INCR + EXPIRE took two; kept a day, far longer than any value) and values
+//! under `P:cache:{kind}:{user}:{gen}:{variant}`.
 
 use std::sync::Arc;
 
@@ -74,9 +75,10 @@ impl Cache for RedisCache {
     async fn invalidate(&self, users: &[&str]) -> CoordResult<()> {
         let pipe = self.client.pipeline();
         for u in users {
-            let k = self.gen_key(u);
-            let _: () = pipe.incr(&k).await.map_err(unavailable)?;
-            let _: () = pipe.expire(&k, GEN_TTL_SECS, None).await.map_err(unavailable)?;
+            // Positive (Redis integers are signed) and never 0, the generation no write made.
+            let fresh = (rand::random::<u64>() >> 1).max(1) as i64;
+            let ttl = Some(Expiration::EX(GEN_TTL_SECS));
+            let _: () = pipe.set(self.gen_key(u), fresh, ttl, None, false).await.map_err(unavailable)?;
         }
         redis_op("cache_invalidate", pipe.all::<Vec<fred::types::Value>>()).await.map_err(unavailable)?;
         Ok(())
