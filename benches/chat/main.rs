@@ -140,6 +140,12 @@ fn main() {
         });
         let mut v = res.unwrap_or_else(|e| json!({ "scenario": s, "error": e.to_string() }));
         v["wall_secs"] = json!(round2(t.elapsed().as_secs_f64()));
+        // What the nodes ran with beyond the defaults (SQLite durability, worker threads, ...).
+        if let Ok(env) = std::env::var("BENCH_NODE_ENV")
+            && !env.trim().is_empty()
+        {
+            v["node_env"] = json!(env);
+        }
         let line = v.to_string();
         println!("{line}");
         let _ = std::io::stdout().flush();
