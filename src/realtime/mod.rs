@@ -31,7 +31,10 @@ pub fn builder() -> SocketIoBuilder {
         .max_payload(MAX_PAYLOAD as u64)
         .ws_max_message_size(MAX_PAYLOAD)
         .ws_max_frame_size(MAX_PAYLOAD)
-        .ws_read_buffer_size(4096)
+        // Every websocket keeps this buffer (zero-filled, so resident) for its whole life, idle
+        // or not: 4096 → 1024 saved 3 KiB per idle socket (issue 7). Larger frames still fit
+        // (the buffer grows to the frame), they just take more reads; 256 saved only 0.6 KiB more.
+        .ws_read_buffer_size(1024)
         .max_buffer_size(1024)
         .ping_interval(Duration::from_secs(25))
         .ping_timeout(Duration::from_secs(20))
