@@ -36,6 +36,8 @@ pub const SYNC_MAX_CONVERSATIONS: usize = 100;
 pub const MAX_STATUS_IDS: usize = 200;
 /// Bound of the in-process conversation → participants map (participants never change).
 const PARTICIPANTS_CACHE_MAX: usize = 200_000;
+/// Bound of the in-process map of recently registered users.
+const USERS_SEEN_MAX: usize = 200_000;
 /// A user record is re-written at most this often unless it changed.
 const USER_REFRESH: Duration = Duration::from_secs(600);
 
@@ -155,6 +157,10 @@ impl ChatService {
             return Ok(());
         }
         self.store.upsert_user(&me.user).await?;
+        // Bounded like `participants`: forgetting only costs one more upsert per user.
+        if self.users_seen.len() >= USERS_SEEN_MAX {
+            self.users_seen.clear();
+        }
         self.users_seen.insert(me.id().to_owned(), (me.user.clone(), Instant::now()));
         Ok(())
     }
