@@ -5,8 +5,9 @@
 //! does not undo the others. A caller is answered only after COMMIT returns, so an acknowledged
 //! write is on disk (WAL, `synchronous=FULL` by default; `normal` skips the fsync per commit and
 //! still survives a process crash, not a power loss). Across processes the writers take turns
-//! (an flock pair, see [`Turn`]) on top of SQLite's own write lock; `seq` is taken by `UPDATE … SET last_seq = last_seq + 1
-//! RETURNING` inside the writing transaction, so it is gap-free whoever writes.
+//! (an flock pair, see [`Turn`]) on top of SQLite's own write lock; `seq` is taken by
+//! `UPDATE … SET last_seq = last_seq + 1 RETURNING` inside the writing transaction, so it is
+//! gap-free whoever writes.
 //! Reads use a small pool of read connections.
 
 use std::{
