@@ -61,6 +61,9 @@ fn builder(url: &str) -> anyhow::Result<Builder> {
         c.internal_command_timeout = COMMAND_TIMEOUT;
         c.max_command_attempts = 2;
         c.unresponsive.max_timeout = Some(Duration::from_secs(5));
+        // fred leaves Nagle on: a command written while an earlier one is unacknowledged waits
+        // for that ACK (up to the peer's delayed-ACK timer, 40 ms) before it leaves.
+        c.tcp.nodelay = Some(true);
     })
     // Without a policy fred never reconnects after a blip; 0 attempts = retry forever.
     .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2));
