@@ -65,7 +65,9 @@ where
     R: Into<Answer>,
 {
     let state = state.clone();
-    let user = s.extensions.get::<Identity>().map(|i| i.user.id).unwrap_or_default();
+    // One clone of the caller's identity per event, for the span and the handler.
+    let me = identity(&s);
+    let user = me.as_ref().map(|i| i.id()).unwrap_or_default();
     let span = info_span!("socket_event", event, user_id = %user, conversation_id = tracing::field::Empty, trace_id = tracing::field::Empty);
     crate::telemetry::record_trace_id(&span);
     let in_flight = state.in_flight.enter();
@@ -75,7 +77,7 @@ where
             let start = Instant::now();
             metrics::counter!(m::EVENTS_TOTAL, "event" => event).increment(1);
             let res = async {
-                let me = identity(&s)?;
+                let me = me?;
                 let p = parse::<P>(v)?;
                 f(state, s.clone(), me, p).await
             }
