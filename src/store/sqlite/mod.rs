@@ -10,10 +10,12 @@
 //! gap-free whoever writes.
 //! Reads use a small pool of read connections.
 
+mod checkpoint;
+mod turn;
+
 use std::{
-    fs::File,
     path::{Path, PathBuf},
-    sync::mpsc as std_mpsc,
+    sync::{Arc, Mutex, mpsc as std_mpsc},
     time::Duration,
 };
 
@@ -26,6 +28,8 @@ use super::{
     HistoryQuery, Inserted, ListCursor, NewMessage, Page, ReadReceipt, Store, StoreError, StoreResult, sorted_pair,
 };
 use crate::chat::model::{Conversation, Message, MessageStatus, MessageType, Role, User, from_millis, new_id, now};
+use checkpoint::Checkpointer;
+use turn::Turn;
 
 /// Most writes folded into one transaction.
 const MAX_BATCH: usize = 256;
@@ -147,6 +151,7 @@ pub struct SqliteStore {
     path: PathBuf,
     writer: std_mpsc::SyncSender<WriteJob>,
     readers: Pool,
+    checkpointer: Arc<Mutex<Checkpointer>>,
     /// Dropped with the store: ends the checkpoint thread.
     _stop_checkpoints: std_mpsc::Sender<()>,
 }
@@ -175,11 +180,12 @@ impl SqliteStore {
             .name("sqlite-writer".into())
             .spawn(move || writer_loop(conn, rx, turn))
             .map_err(|e| StoreError::Internal(e.to_string()))?;
-        let checkpointer = open_connection(path, durability)?;
+        let checkpointer = Arc::new(Mutex::new(Checkpointer::open(path, durability)?));
         let (stop_checkpoints, stop) = std_mpsc::channel();
+        let background = checkpointer.clone();
         std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
-            .spawn(move || checkpoint_loop(checkpointer, stop))
+            .spawn(move || checkpoint::run(background, stop))
             .map_err(|e| StoreError::Internal(e.to_string()))?;
         let readers = PoolConfig::new(path)
             .builder(Runtime::Tokio1)
@@ -195,7 +201,15 @@ impl SqliteStore {
             }))
             .build()
             .map_err(|e| StoreError::Internal(e.to_string()))?;
-        Ok(Self { path: path.to_owned(), writer: tx, readers, _stop_checkpoints: stop_checkpoints })
+        Ok(Self { path: path.to_owned(), writer: tx, readers, checkpointer, _stop_checkpoints: stop_checkpoints })
+    }
+
+    /// Copies the WAL back into the database now (a thread does it every second) and returns
+    /// (frames in the WAL, frames copied back). Blocking.
+    pub fn checkpoint(&self) -> StoreResult<(i64, i64)> {
+        let c = self.checkpointer.lock().map_err(|_| StoreError::Internal("checkpointer poisoned".into()))?;
+        let pass = c.round().map_err(map_err)?;
+        Ok((pass.log, pass.copied))
     }
 
     pub fn path(&self) -> &Path {
@@ -273,18 +287,6 @@ fn open_connection(path: &Path, durability: Durability) -> StoreResult<Connectio
     Ok(conn)
 }
 
-/// Copies the WAL back into the database off the write path. SQLite's automatic checkpoint
-/// runs inside the committing connection (with its fsyncs), stalling every write queued behind
-/// it; here the writer has it off and this thread checkpoints passively (never blocking writers
-/// or readers) every second, until the store is dropped (its sender goes away).
-fn checkpoint_loop(conn: Connection, stop: std_mpsc::Receiver<()>) {
-    while let Err(std_mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(Duration::from_secs(1)) {
-        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-            tracing::warn!(error = %e, "WAL checkpoint failed");
-        }
-    }
-}
-
 fn configure_reader(conn: &mut Connection) -> rusqlite::Result<()> {
     conn.busy_handler(Some(busy_wait))?;
     conn.execute_batch("PRAGMA query_only = ON;")
@@ -342,43 +344,6 @@ fn writer_loop(mut conn: Connection, rx: std_mpsc::Receiver<WriteJob>, turn: Opt
                 (Ok(()), None) => Ok(()),
             });
         }
-    }
-}
-
-/// Write turns between processes sharing one file: two flocks on sidecar files. SQLite's busy
-/// handler polls with sleeps, so a waiting process learns late that a commit ended (tens of ms
-/// of tail latency); a blocked flock is woken by the kernel at once. A plain flock lets the
-/// releasing process take it straight back and starve the others, so a waiter first holds
-/// `queue` while it waits for `write`: the releaser then blocks on `queue` and the turn passes.
-struct Turn {
-    queue: File,
-    write: File,
-}
-
-impl Turn {
-    fn open(db: &Path) -> std::io::Result<Self> {
-        let open = |suffix: &str| {
-            let mut p = db.as_os_str().to_owned();
-            p.push(suffix);
-            File::options().create(true).truncate(false).write(true).open(p)
-        };
-        Ok(Self { queue: open("-queue.lock")?, write: open("-write.lock")? })
-    }
-
-    fn take(&self) -> std::io::Result<TurnGuard<'_>> {
-        self.queue.lock()?;
-        let got = self.write.lock();
-        let _ = self.queue.unlock();
-        got.map(|()| TurnGuard(&self.write))
-    }
-}
-
-/// Held for one transaction; released on drop, after COMMIT (or a failed BEGIN).
-struct TurnGuard<'a>(&'a File);
-
-impl Drop for TurnGuard<'_> {
-    fn drop(&mut self) {
-        let _ = self.0.unlock();
     }
 }
 
@@ -889,5 +854,61 @@ mod tests {
         let size: i64 =
             store.read(|c| c.query_row("PRAGMA page_size", [], |r| r.get(0)).map_err(map_err)).await.unwrap();
         assert_eq!(size, 1024);
+    }
+
+    fn note(conversation_id: &str, sender: &str, receiver: &str) -> NewMessage {
+        NewMessage {
+            conversation_id: conversation_id.to_owned(),
+            sender_id: sender.to_owned(),
+            receiver_id: receiver.to_owned(),
+            message_type: MessageType::Text,
+            content: "steady".to_owned(),
+            client_message_id: None,
+        }
+    }
+
+    /// The WAL header's checkpoint sequence number: it goes up each time the WAL starts over.
+    fn wal_restarts(db: &Path) -> u32 {
+        let mut wal = db.as_os_str().to_owned();
+        wal.push("-wal");
+        let header = std::fs::read(wal).unwrap();
+        u32::from_be_bytes(header[12..16].try_into().unwrap())
+    }
+
+    /// A passive checkpoint alone never copies the whole WAL back while writes go on, so the
+    /// WAL never started over and grew for as long as they did.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_checkpoint_round_restarts_the_wal_under_steady_writes() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chat.db");
+        let store = Arc::new(SqliteStore::open(&path).unwrap());
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut writers = Vec::new();
+        for i in 0..8 {
+            let (a, b) = (format!("a{i}"), format!("b{i}"));
+            let (c, _) = store.find_or_create_conversation(&a, &b, None).await.unwrap();
+            let (store, stop) = (store.clone(), stop.clone());
+            writers.push(tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    store.insert_message(note(&c.id, &a, &b)).await.unwrap();
+                }
+            }));
+        }
+        let (mine, _) = store.find_or_create_conversation("me", "you", None).await.unwrap();
+        for round in 0..5 {
+            store.insert_message(note(&mine.id, "me", "you")).await.unwrap();
+            let before = wal_restarts(&path);
+            let s = store.clone();
+            let (log, copied) = tokio::task::spawn_blocking(move || s.checkpoint()).await.unwrap().unwrap();
+            assert_eq!(log, copied, "round {round}: frames left in the WAL");
+            // Queued after the round, so its transaction begins after it.
+            store.insert_message(note(&mine.id, "me", "you")).await.unwrap();
+            assert!(wal_restarts(&path) > before, "round {round}: the WAL did not start over");
+        }
+        stop.store(true, Ordering::Relaxed);
+        for w in writers {
+            w.await.unwrap();
+        }
     }
 }
