@@ -6,9 +6,10 @@
 //! writes: frames committed while it copies are left over, the WAL is never wholly copied back,
 //! so the next writer never starts it over from the beginning, and the file grows for as long as
 //! the writes go on (measured: 200 MB in 7 s at 3,000 inserts/s), each commit appending to it.
-//! So a round is two passes: a passive one that copies most frames without blocking anyone, then
-//! one inside a write turn (no process commits meanwhile) that copies the few frames left. The
-//! next write then restarts the WAL and overwrites it in place.
+//! So a round is passive passes that copy most frames without blocking anyone, then one inside a
+//! write turn (no process commits meanwhile) that copies the few frames left: writes wait for it,
+//! 2–6 ms at 17,000 inserts/s, mostly its two fsyncs. The next write then restarts the WAL and
+//! overwrites it in place.
 
 use std::{path::Path, sync::mpsc as std_mpsc, time::Duration};
 
@@ -19,6 +20,11 @@ use crate::store::StoreResult;
 
 /// How often a round runs.
 pub(super) const EVERY: Duration = Duration::from_secs(1);
+
+/// Passes outside the turn, at most.
+const MAX_FREE_PASSES: usize = 3;
+/// Frames left by a pass that are few enough to copy inside the turn.
+const FEW_FRAMES: i64 = 256;
 
 pub(super) struct Checkpointer {
     conn: Connection,
@@ -43,11 +49,24 @@ impl Checkpointer {
 
     /// One round: returns the last pass.
     pub(super) fn round(&self) -> rusqlite::Result<Pass> {
-        let first = self.pass()?;
-        // `log` is the WAL's length when the pass began: frames committed during the pass are
-        // not in it, so a first pass that "copied everything" may still leave some.
-        if first.busy || first.log == 0 {
-            return Ok(first);
+        // `log` is the WAL's length when a pass began: frames committed during the pass are not
+        // in it, so a pass that "copied everything" may still leave some. Passes repeat while
+        // they leave many, each shorter than the last, so the pass inside the turn is short.
+        let mut last = self.pass()?;
+        for _ in 1..MAX_FREE_PASSES {
+            if last.busy || last.log == 0 {
+                return Ok(last);
+            }
+            let next = self.pass()?;
+            // A shorter WAL: it restarted meanwhile.
+            let left = (next.log - last.log).max(0);
+            last = next;
+            if left <= FEW_FRAMES {
+                break;
+            }
+        }
+        if last.busy || last.log == 0 {
+            return Ok(last);
         }
         let _turn = self.turn.as_ref().and_then(|t| t.take().ok());
         self.pass()
