@@ -115,6 +115,15 @@ pub struct ChatService {
     typing_generation: std::sync::atomic::AtomicU64,
 }
 
+/// Inserts into an in-process map that starts over when it holds `max` entries: a forgotten
+/// entry only costs one more store round trip.
+fn insert_bounded<V>(map: &DashMap<String, V>, max: usize, key: String, value: V) {
+    if map.len() >= max {
+        map.clear();
+    }
+    map.insert(key, value);
+}
+
 impl ChatService {
     pub fn new(
         store: Arc<dyn Store>,
@@ -157,11 +166,8 @@ impl ChatService {
             return Ok(());
         }
         self.store.upsert_user(&me.user).await?;
-        // Bounded like `participants`: forgetting only costs one more upsert per user.
-        if self.users_seen.len() >= USERS_SEEN_MAX {
-            self.users_seen.clear();
-        }
-        self.users_seen.insert(me.id().to_owned(), (me.user.clone(), Instant::now()));
+        // Forgetting only costs one more upsert per user.
+        insert_bounded(&self.users_seen, USERS_SEEN_MAX, me.id().to_owned(), (me.user.clone(), Instant::now()));
         Ok(())
     }
 
@@ -197,10 +203,7 @@ impl ChatService {
     }
 
     fn remember(&self, conv: &Conversation) {
-        if self.participants.len() >= PARTICIPANTS_CACHE_MAX {
-            self.participants.clear();
-        }
-        self.participants.insert(conv.id.clone(), conv.participants.clone());
+        insert_bounded(&self.participants, PARTICIPANTS_CACHE_MAX, conv.id.clone(), conv.participants.clone());
     }
 
     async fn invalidate(&self, users: &[&str]) -> Result<(), ApiError> {
