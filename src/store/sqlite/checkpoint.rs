@@ -11,7 +11,11 @@
 //! 2–6 ms at 17,000 inserts/s, mostly its two fsyncs. The next write then restarts the WAL and
 //! overwrites it in place.
 
-use std::{path::Path, sync::mpsc as std_mpsc, time::Duration};
+use std::{
+    path::Path,
+    sync::{Arc, Mutex, mpsc as std_mpsc},
+    time::Duration,
+};
 
 use rusqlite::Connection;
 
@@ -19,7 +23,7 @@ use super::{Durability, map_err, open_connection, turn::Turn};
 use crate::store::StoreResult;
 
 /// How often a round runs.
-pub(super) const EVERY: Duration = Duration::from_secs(1);
+const EVERY: Duration = Duration::from_secs(1);
 
 /// Passes outside the turn, at most.
 const MAX_FREE_PASSES: usize = 3;
@@ -28,6 +32,8 @@ const FEW_FRAMES: i64 = 256;
 
 pub(super) struct Checkpointer {
     conn: Connection,
+    /// Its own handles on the lock files: an flock is held per open file, so this also keeps out
+    /// the writer of its own process.
     /// None when the lock files cannot be opened: the second pass then runs without a turn
     /// (it still copies what it can; the WAL restarts whenever a pass happens to finish).
     turn: Option<Turn>,
@@ -55,7 +61,7 @@ impl Checkpointer {
         let mut last = self.pass()?;
         for _ in 1..MAX_FREE_PASSES {
             if last.busy || last.log == 0 {
-                return Ok(last);
+                break;
             }
             let next = self.pass()?;
             // A shorter WAL: it restarted meanwhile.
@@ -80,7 +86,7 @@ impl Checkpointer {
 }
 
 /// Runs a round every [`EVERY`] until `stop` is dropped (with the store).
-pub(super) fn run(checkpointer: std::sync::Arc<std::sync::Mutex<Checkpointer>>, stop: std_mpsc::Receiver<()>) {
+pub(super) fn run(checkpointer: Arc<Mutex<Checkpointer>>, stop: std_mpsc::Receiver<()>) {
     while let Err(std_mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(EVERY) {
         let round = match checkpointer.lock() {
             Ok(c) => c.round(),
