@@ -17,17 +17,15 @@
 //! - [`error`]: the boundary error type and response envelopes.
 //! - [`lifecycle`]: work-in-flight accounting for the graceful drain.
 
-pub mod app;
 pub mod auth;
 pub mod chat;
-pub mod cluster;
 pub mod config;
 pub mod coord;
 pub mod error;
 pub mod http;
-pub mod lifecycle;
+pub mod node;
 pub mod realtime;
 pub mod store;
 pub mod telemetry;
 
-pub use app::run;
+pub use node::run;

@@ -14,8 +14,15 @@ use serde::Serialize;
 
 use crate::chat::model::Timestamp;
 
-pub mod local;
+pub mod cache;
+pub mod fanout;
 pub mod presence;
+pub mod ratelimit;
+pub mod redis;
+
+pub mod local {
+    pub use super::cache::local::*;
+}
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum CoordError {

@@ -12,9 +12,9 @@ use serde_json::json;
 
 use super::extract::{ApiJson, ApiQuery, Caller, OptionalJson};
 use crate::{
-    app::AppState,
     chat::{service::SendInput, validate},
     error::{ApiError, success},
+    node::AppState,
     store::HistoryQuery,
 };
 

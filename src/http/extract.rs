@@ -8,7 +8,7 @@ use axum::{
 };
 use serde::de::DeserializeOwned;
 
-use crate::{app::AppState, auth::Identity, error::ApiError};
+use crate::{auth::Identity, error::ApiError, node::AppState};
 
 /// The authenticated caller (401 otherwise); their user record is registered/refreshed.
 pub struct Caller(pub Identity);

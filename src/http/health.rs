@@ -6,7 +6,7 @@ use std::time::Duration;
 use axum::{Json, Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
 use serde_json::json;
 
-use crate::app::AppState;
+use crate::node::AppState;
 
 const CHECK_TIMEOUT: Duration = Duration::from_millis(800);
 

@@ -24,7 +24,7 @@ use tower_http::{
 use tracing::{Instrument, info_span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::{app::AppState, error::ApiError, realtime::MAX_PAYLOAD, telemetry::metrics as m};
+use crate::{error::ApiError, node::AppState, realtime::MAX_PAYLOAD, telemetry::metrics as m};
 
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 

@@ -9,7 +9,7 @@ use axum::{
     http::{Extensions, HeaderMap},
 };
 
-use crate::app::AppState;
+use crate::node::AppState;
 
 pub mod conversations;
 pub mod extract;

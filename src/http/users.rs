@@ -6,8 +6,8 @@ use serde_json::json;
 
 use super::extract::{ApiQuery, Caller};
 use crate::{
-    app::AppState,
     error::{ApiError, success},
+    node::AppState,
 };
 
 pub fn router() -> Router<AppState> {

@@ -14,7 +14,7 @@ use socketioxide::{
 use tracing::{Instrument, info_span};
 
 use super::{events, reply::Reply};
-use crate::{app::AppState, auth::Identity, chat::service::SendInput, error::ApiError, telemetry::metrics as m};
+use crate::{auth::Identity, chat::service::SendInput, error::ApiError, node::AppState, telemetry::metrics as m};
 
 /// Decodes a payload; errors name the offending field.
 fn parse<P: DeserializeOwned>(v: Result<Value, impl std::fmt::Display>) -> Result<P, ApiError> {

@@ -13,11 +13,10 @@ use socketioxide::{
 
 use socketioxide_core::adapter::DefinedAdapter;
 
-use crate::app::AppState;
+use crate::node::AppState;
 
 pub mod connect;
 pub mod events;
-pub mod fanout;
 pub mod handlers;
 pub mod reply;
 

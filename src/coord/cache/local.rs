@@ -11,8 +11,10 @@ use async_trait::async_trait;
 use dashmap::DashMap;
 use governor::{DefaultKeyedRateLimiter, Quota as GQuota, clock::Clock};
 
-use super::{Cache, CacheKind, CoordResult, Generation, LimitKind, PresenceBackend, Quota, RateLimiter, UserStatus};
 use crate::chat::model::{Timestamp, now};
+use crate::coord::{
+    Cache, CacheKind, CoordResult, Generation, LimitKind, PresenceBackend, Quota, RateLimiter, UserStatus,
+};
 
 /// Presence on one node: online = held by this node.
 #[derive(Default)]

@@ -19,19 +19,17 @@ use tokio::{net::TcpListener, sync::Notify};
 use crate::{
     auth::Jwt,
     chat::service::ChatService,
-    cluster::Cluster,
     config::Config,
+    coord::fanout::{Fanout, Io},
+    coord::redis::Cluster,
     coord::{
         Cache, LimitKind, Quota, RateLimiter,
         local::{LocalCache, LocalPresence, LocalRateLimiter},
         presence::PresenceTracker,
     },
     http,
-    lifecycle::InFlight,
-    realtime::{
-        self,
-        fanout::{Fanout, Io},
-    },
+    node::in_flight::InFlight,
+    realtime,
     store::{Store, sqlite::SqliteStore},
     telemetry::{metered_store::MeteredStore, metrics as m},
 };

@@ -27,10 +27,6 @@ use socketioxide_redis::{RedisAdapterConfig, RedisAdapterCtr, drivers::fred::Fre
 
 use crate::coord::{Cache, LimitKind, PresenceBackend, Quota, RateLimiter};
 
-pub mod cache;
-pub mod presence;
-pub mod ratelimit;
-
 /// Commands fail after this instead of hanging while Redis is unreachable.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 /// fred's default (32) drops pub/sub bursts; the only trace is a `lagged` warning.
@@ -94,15 +90,15 @@ impl Cluster {
     }
 
     pub fn presence(&self) -> Arc<dyn PresenceBackend> {
-        Arc::new(presence::RedisPresence::new(self.client.clone(), &self.prefix, &self.node_id, self.ttl))
+        Arc::new(super::presence::redis::RedisPresence::new(self.client.clone(), &self.prefix, &self.node_id, self.ttl))
     }
 
     pub fn cache(&self) -> Arc<dyn Cache> {
-        Arc::new(cache::RedisCache::new(self.client.clone(), &self.prefix))
+        Arc::new(super::cache::redis::RedisCache::new(self.client.clone(), &self.prefix))
     }
 
     pub fn rate_limiter(&self, quotas: &[(LimitKind, Quota)]) -> Arc<dyn RateLimiter> {
-        Arc::new(ratelimit::RedisRateLimiter::new(self.client.clone(), &self.prefix, quotas))
+        Arc::new(super::ratelimit::redis::RedisRateLimiter::new(self.client.clone(), &self.prefix, quotas))
     }
 
     /// Both clients connected and Redis answering PING within `within`.

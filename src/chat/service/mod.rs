@@ -18,12 +18,13 @@ use crate::{
         model::{Conversation, ConversationView, Message, MessageType, ParticipantView, User, rfc3339},
         validate,
     },
+    coord::fanout::Fanout,
     coord::{
         Cache, CacheKind, LimitKind, RateLimiter, UserStatus,
         presence::{PresenceTracker, Transition},
     },
     error::ApiError,
-    realtime::{events, fanout::Fanout},
+    realtime::events,
     store::{HistoryQuery, ListCursor, NewMessage, Page, ReadReceipt, Store},
     telemetry::metrics as m,
 };

@@ -16,8 +16,8 @@ use std::{
 use dashmap::DashMap;
 use tokio::sync::Mutex;
 
-use super::{CoordResult, PresenceBackend};
 use crate::chat::model::Timestamp;
+use crate::coord::{CoordResult, PresenceBackend};
 
 /// What a socket event did to a user's cluster-wide presence.
 #[derive(Debug, Clone, PartialEq, Eq)]

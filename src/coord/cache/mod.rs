@@ -1,0 +1,2 @@
+pub mod local;
+pub mod redis;

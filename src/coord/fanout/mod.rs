@@ -1,0 +1,3 @@
+pub mod socketio;
+
+pub use socketio::*;

@@ -1,0 +1,4 @@
+pub mod redis;
+pub mod tracker;
+
+pub use tracker::*;
