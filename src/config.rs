@@ -101,6 +101,9 @@ pub struct Config {
     pub otlp_endpoint: Option<String>,
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "pretty")]
     pub log_format: LogFormat,
+    /// A typing state ends by itself after this many milliseconds without a new `typing_start`.
+    #[arg(long, env = "CHAT_TYPING_EXPIRY_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(100..=60_000))]
+    pub typing_expiry_ms: u64,
     /// On SIGTERM: seconds to stay up but not-ready so the load balancer stops routing here.
     #[arg(long, env = "CHAT_DRAIN_DELAY_SECS", default_value_t = 5)]
     pub drain_delay_secs: u64,
@@ -180,6 +183,10 @@ impl Config {
 
     pub fn rate_limit_window(&self) -> Duration {
         Duration::from_secs(self.rate_limit_window_secs)
+    }
+
+    pub fn typing_expiry(&self) -> Duration {
+        Duration::from_millis(self.typing_expiry_ms)
     }
 
     pub fn connect_window(&self) -> Duration {

@@ -70,7 +70,7 @@ async fn token(config: Config, args: TokenArgs) -> anyhow::Result<()> {
         User { name: args.name.unwrap_or_else(|| args.user.clone()), id: args.user, email: None, role, avatar: None };
     let jwt = Jwt::from_config(&config)?;
     let token = jwt.sign(&user, args.ttl.max(Duration::from_secs(1)))?;
-    let (store, _) = jobsphere_chat::node::open_store(&config).await?;
+    let store = jobsphere_chat::node::open_store(&config).await?;
     store.upsert_user(&user).await?;
     println!("{token}");
     Ok(())

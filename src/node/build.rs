@@ -1,312 +1,157 @@
-//! Wiring: builds a node from its configuration (store, coordination backends, Socket.IO with
-//! the local or Redis adapter, REST) and runs it until the shutdown signal, then drains.
+//! Builds a node from its configuration: the store, then every coordination backend, chosen
+//! once (in-process, or Redis when `REDIS_URL` is set), then the chat service, the state and the
+//! router with Socket.IO attached.
 
-use std::{
-    future::Future,
-    net::SocketAddr,
-    ops::Deref,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
 use anyhow::Context;
-use serde::Serialize;
-use tokio::{net::TcpListener, sync::Notify};
+use axum::Router;
+use futures::future::BoxFuture;
+use socketioxide_redis::FredAdapter;
+use tokio::task::JoinHandle;
 
 use crate::{
     auth::Jwt,
-    chat::service::ChatService,
-    config::Config,
-    coord::fanout::{Fanout, Io},
-    coord::redis::Cluster,
-    coord::{
-        Cache, LimitKind, Quota, RateLimiter,
-        local::{LocalCache, LocalPresence, LocalRateLimiter},
-        presence::PresenceTracker,
+    chat::{
+        ChatService,
+        service::{Backends, Settings},
     },
-    http,
-    node::in_flight::InFlight,
-    realtime,
+    config::Config,
+    coord::{
+        Cache, LimitKind, PresenceBackend, Quota, RateLimiter, SharedBackend,
+        cache::local::LocalCache,
+        fanout::{Fanout, socketio::SocketIoFanout},
+        presence::local::LocalPresence,
+        ratelimit::local::LocalRateLimiter,
+        redis::Cluster,
+    },
+    http, realtime,
+    state::AppState,
     store::{Store, sqlite::SqliteStore},
-    telemetry::{metered_store::MeteredStore, metrics as m},
+    telemetry::metered_store::MeteredStore,
 };
 
-/// Cheap handles shared by axum and socketioxide.
-#[derive(Clone)]
-pub struct AppState(Arc<Inner>);
-
-pub struct Inner {
-    pub config: Config,
-    pub node_id: String,
-    pub jwt: Jwt,
-    pub chat: Arc<ChatService>,
-    store: Arc<dyn Store>,
-    cluster: Option<Cluster>,
-    sqlite: Option<Arc<SqliteStore>>,
-    draining: AtomicBool,
-    pub in_flight: Arc<InFlight>,
-}
-
-impl Deref for AppState {
-    type Target = Inner;
-    fn deref(&self) -> &Inner {
-        &self.0
-    }
-}
-
-#[derive(Debug, Serialize)]
-pub struct Readiness {
-    pub ready: bool,
-    pub checks: serde_json::Value,
-}
-
-impl AppState {
-    pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::Relaxed)
-    }
-
-    /// Store and Redis reachable (each bounded by `within`) and not draining.
-    pub async fn readiness(&self, within: Duration) -> Readiness {
-        let store = async { matches!(tokio::time::timeout(within, self.store.ping()).await, Ok(Ok(()))) };
-        let redis = async {
-            match &self.cluster {
-                None => None,
-                Some(c) => Some(c.ping(within).await),
-            }
-        };
-        let (store_ok, redis_ok) = tokio::join!(store, redis);
-        let draining = self.is_draining();
-        let ready = store_ok && redis_ok.unwrap_or(true) && !draining;
-        metrics::gauge!(m::READY).set(if ready { 1.0 } else { 0.0 });
-        Readiness { ready, checks: serde_json::json!({ "store": store_ok, "redis": redis_ok, "draining": draining }) }
-    }
-}
-
 /// Opens the configured store (SQLite in `CHAT_DATA_DIR`, or MongoDB) and migrates it.
-pub async fn open_store(config: &Config) -> anyhow::Result<(Arc<dyn Store>, Option<Arc<SqliteStore>>)> {
-    let (store, sqlite): (Arc<dyn Store>, Option<Arc<SqliteStore>>) = match &config.mongodb_uri {
-        Some(uri) => (crate::store::mongo::connect(uri, &config.mongodb_db).await?, None),
-        None => {
-            let s = Arc::new(
-                SqliteStore::open_dir(&config.data_dir, config.sqlite_synchronous)
-                    .context("opening the SQLite store")?,
-            );
-            (s.clone(), Some(s))
-        }
+pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    let store: Arc<dyn Store> = match &config.mongodb_uri {
+        Some(uri) => crate::store::mongo::connect(uri, &config.mongodb_db).await?,
+        None => Arc::new(
+            SqliteStore::open_dir(&config.data_dir, config.sqlite_synchronous).context("opening the SQLite store")?,
+        ),
     };
     let store: Arc<dyn Store> = Arc::new(MeteredStore(store));
     store.migrate().await.context("migrating the store")?;
-    Ok((store, sqlite))
+    Ok(store)
 }
 
-/// Runs a node on `listener` until `shutdown` resolves, then drains (DESIGN §8).
-pub async fn run(
-    config: Config,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    config.validate()?;
-    let node_id = config.node_id();
-    let jwt = Jwt::from_config(&config).context("loading JWT key material")?;
-    let (store, sqlite) = open_store(&config).await?;
-    let message_quota = Quota { limit: config.rate_limit_messages, window: config.rate_limit_window() };
-    let connect_quota = Quota { limit: config.rate_limit_connects, window: config.connect_window() };
+/// Attaches the Socket.IO layer to the router.
+type Attach = Box<dyn FnOnce(Router) -> Router + Send>;
+/// Registers the namespace (its handlers need the state) and returns the layer to attach.
+type Mount = Box<dyn FnOnce(AppState) -> BoxFuture<'static, anyhow::Result<Attach>> + Send>;
 
-    let cluster = match &config.redis_url {
-        Some(url) => Some(
-            Cluster::connect(url, &config.redis_prefix, &node_id, config.presence_ttl())
-                .await
-                .context("connecting to Redis")?,
-        ),
-        None => None,
-    };
-    let (presence, cache, limiter): (PresenceTracker, Arc<dyn Cache>, Arc<dyn RateLimiter>) = match &cluster {
-        Some(c) => (
-            PresenceTracker::new(c.presence()),
-            c.cache(),
-            c.rate_limiter(&[(LimitKind::Message, message_quota), (LimitKind::Connection, connect_quota)]),
-        ),
+/// The coordination backends of one mode, and Socket.IO over the matching adapter.
+struct Coordination {
+    presence: Arc<dyn PresenceBackend>,
+    cache: Arc<dyn Cache>,
+    limiter: Arc<dyn RateLimiter>,
+    fanout: Arc<dyn Fanout>,
+    socket_io: Mount,
+    /// The Redis connection, for readiness and shutdown (none in-process).
+    shared: Option<Arc<dyn SharedBackend>>,
+    /// In-process upkeep that lives as long as the node (the local limiter's sweep).
+    upkeep: Option<JoinHandle<()>>,
+}
+
+/// The one place that chooses in-process or Redis, for every capability at once.
+async fn coordination(config: &Config, node_id: &str) -> anyhow::Result<Coordination> {
+    let quotas = [
+        (LimitKind::Message, Quota { limit: config.rate_limit_messages, window: config.rate_limit_window() }),
+        (LimitKind::Connection, Quota { limit: config.rate_limit_connects, window: config.connect_window() }),
+    ];
+    let builder = realtime::builder();
+    match &config.redis_url {
         None => {
-            let limiter = Arc::new(LocalRateLimiter::new(&[
-                (LimitKind::Message, message_quota),
-                (LimitKind::Connection, connect_quota),
-            ]));
+            let limiter = Arc::new(LocalRateLimiter::new(&quotas));
             let sweeper = limiter.clone();
-            tokio::spawn(async move {
+            let upkeep = tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(Duration::from_secs(60)).await;
                     sweeper.sweep();
                 }
             });
-            (PresenceTracker::new(Arc::new(LocalPresence::default())), Arc::new(LocalCache::default()), limiter)
-        }
-    };
-
-    // The Socket.IO handle must exist before the service (which emits through it), and the
-    // namespace handlers need the state: build io, then state, then register the namespace.
-    let builder = realtime::builder();
-    let (io_layer_router, fanout): (Box<dyn FnOnce(axum::Router) -> axum::Router + Send>, Fanout) = match &cluster {
-        None => {
             let (layer, io) = builder.build_layer();
-            (Box::new(move |r| realtime::attach(r, layer)), Fanout::new(Io::Local(io)))
+            let fanout = Arc::new(SocketIoFanout::new(io.clone()));
+            let socket_io: Mount = Box::new(move |state| {
+                Box::pin(async move {
+                    realtime::register(&io, state);
+                    Ok(Box::new(move |r| realtime::attach(r, layer)) as Attach)
+                })
+            });
+            Ok(Coordination {
+                presence: Arc::new(LocalPresence::default()),
+                cache: Arc::new(LocalCache::default()),
+                limiter,
+                fanout,
+                socket_io,
+                shared: None,
+                upkeep: Some(upkeep),
+            })
         }
-        Some(c) => {
-            let adapter = c.adapter().await.context("starting the Redis adapter")?;
-            let (layer, io) = builder.with_adapter::<socketioxide_redis::FredAdapter<_>>(adapter).build_layer();
-            (Box::new(move |r| realtime::attach(r, layer)), Fanout::new(Io::Redis(io)))
+        Some(url) => {
+            let cluster = Cluster::connect(url, &config.redis_prefix, node_id, config.presence_ttl())
+                .await
+                .context("connecting to Redis")?;
+            let adapter = cluster.adapter().await.context("starting the Redis adapter")?;
+            let (layer, io) = builder.with_adapter::<FredAdapter<_>>(adapter).build_layer();
+            let fanout = Arc::new(SocketIoFanout::new(io.clone()));
+            let socket_io: Mount = Box::new(move |state| {
+                Box::pin(async move {
+                    realtime::register(&io, state).await.context("registering the namespace")?;
+                    Ok(Box::new(move |r| realtime::attach(r, layer)) as Attach)
+                })
+            });
+            Ok(Coordination {
+                presence: cluster.presence(),
+                cache: cluster.cache(),
+                limiter: cluster.rate_limiter(&quotas),
+                fanout,
+                socket_io,
+                shared: Some(Arc::new(cluster)),
+                upkeep: None,
+            })
         }
-    };
-    let chat = Arc::new(ChatService::new(store.clone(), cache, limiter, presence, fanout.clone()));
-    let state = AppState(Arc::new(Inner {
-        config: config.clone(),
-        node_id: node_id.clone(),
-        jwt,
-        chat: chat.clone(),
-        store,
-        cluster: cluster.clone(),
-        sqlite,
-        draining: AtomicBool::new(false),
-        in_flight: Arc::new(InFlight::default()),
-    }));
-    match fanout.io() {
-        Io::Local(io) => realtime::register(io, state.clone()),
-        Io::Redis(io) => realtime::register(io, state.clone()).await.context("registering the namespace")?,
-    }
-
-    let background = spawn_background(&state);
-    // CORS outermost: browsers on other origins need it on `/socket.io/` (polling) as well.
-    let app = io_layer_router(http::router(state.clone())).layer(http::layers::cors(&config.cors_origins));
-    let addr = listener.local_addr()?;
-    tracing::info!(%addr, node = %node_id, store = state.store.kind(), cluster = cluster.is_some(), "chat node listening");
-
-    let stop_accepting = Arc::new(Notify::new());
-    let stop = stop_accepting.clone();
-    let server = tokio::spawn(async move {
-        // Chat frames are small and latency-bound: no Nagle delay on any connection.
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "TCP_NODELAY not set");
-            }
-        });
-        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move { stop.notified().await })
-            .await
-    });
-
-    shutdown.await;
-    drain(&state, &fanout, &stop_accepting, server, background).await;
-    if let Some(c) = &cluster {
-        c.quit().await;
-    }
-    tracing::info!("node stopped");
-    Ok(())
-}
-
-/// SIGTERM sequence: not-ready → wait for the load balancer → stop accepting → close sockets
-/// (clients reconnect elsewhere) → leave presence → let in-flight work finish, all within the
-/// grace period.
-async fn drain(
-    state: &AppState,
-    fanout: &Fanout,
-    stop_accepting: &Notify,
-    server: tokio::task::JoinHandle<std::io::Result<()>>,
-    background: tokio::task::JoinHandle<()>,
-) {
-    let grace = Duration::from_secs(state.config.shutdown_grace_secs);
-    let deadline = tokio::time::Instant::now() + grace;
-    state.draining.store(true, Ordering::SeqCst);
-    metrics::gauge!(m::READY).set(0.0);
-    tracing::info!("draining: readiness off");
-    tokio::time::sleep(Duration::from_secs(state.config.drain_delay_secs)).await;
-    stop_accepting.notify_one();
-    // No more presence refreshes: from here on this node must look dead to the others.
-    background.abort();
-    fanout.close(Duration::from_secs(5)).await;
-    // on_disconnect does not run on close, and nothing can be emitted after it: expire this
-    // node's heartbeat so a survivor reaps its users and announces those not reconnected
-    // elsewhere (in-process mode has no one left to tell).
-    if let Err(e) = state.chat.presence().backend().leave().await {
-        tracing::warn!(error = %e, "presence leave failed; entries expire with the TTL");
-    }
-    if tokio::time::timeout_at(deadline, server).await.is_err() {
-        tracing::warn!("in-flight requests did not finish within the grace period");
-    }
-    if tokio::time::timeout_at(deadline, state.in_flight.wait_idle()).await.is_err() {
-        tracing::warn!(
-            in_flight = state.in_flight.count(),
-            "socket events still running at the end of the grace period"
-        );
     }
 }
 
-/// Presence upkeep (refresh well inside the TTL, reap dead nodes), plus the sampled gauges.
-fn spawn_background(state: &AppState) -> tokio::task::JoinHandle<()> {
-    let st = state.clone();
-    let gauges = AbortOnDrop(tokio::spawn(sample_gauges(state.clone())));
-    tokio::spawn(async move {
-        let _gauges = gauges;
-        let refresh_every = (st.config.presence_ttl() / 3).max(Duration::from_millis(500));
-        let mut tick = tokio::time::interval(refresh_every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // Reconciling with the sockets that exist is cheap and bounds how long a ghost (a socket
-        // that closed in a race with its own connect) can last, so it runs often.
-        let mut sweep = tokio::time::interval(Duration::from_secs(2));
-        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = sweep.tick() => {
-                    let live = st.chat.fanout().local_socket_ids();
-                    for (user, t) in st.chat.presence().sweep(&live).await {
-                        if let crate::coord::presence::Transition::Offline(at) = t {
-                            st.chat.announce(&user, false, Some(at)).await;
-                        }
-                    }
-                    continue;
-                }
-                _ = tick.tick() => {}
-            }
-            if let Err(e) = st.chat.presence().refresh().await {
-                tracing::warn!(error = %e, "presence refresh failed");
-            }
-            match st.chat.presence().backend().reap().await {
-                Ok(gone) => {
-                    for (user, t) in gone {
-                        st.chat.announce(&user, false, Some(t)).await;
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "presence reaping failed"),
-            }
-        }
-    })
+/// A built node: its state and its complete router, not yet serving.
+pub struct Node {
+    pub state: AppState,
+    pub app: Router,
+    upkeep: Option<JoinHandle<()>>,
 }
 
-/// Aborts the task when the owner goes away (here: with the background task).
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
+impl Drop for Node {
     fn drop(&mut self) {
-        self.0.abort();
+        if let Some(t) = &self.upkeep {
+            t.abort();
+        }
     }
 }
 
-/// Process CPU/memory, store pool and readiness gauges, every two seconds.
-async fn sample_gauges(st: AppState) {
-    let process = metrics_process::Collector::default();
-    process.describe();
-    let mut tick = tokio::time::interval(Duration::from_secs(2));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        process.collect();
-        if let Some(s) = &st.sqlite {
-            let (active, idle, max) = s.pool_status();
-            metrics::gauge!(m::DB_POOL_CONNECTIONS, "state" => "active").set(active as f64);
-            metrics::gauge!(m::DB_POOL_CONNECTIONS, "state" => "idle").set(idle as f64);
-            metrics::gauge!(m::DB_POOL_CONNECTIONS, "state" => "max").set(max as f64);
-        }
-        let _ = st.readiness(Duration::from_millis(800)).await;
-    }
+/// Config → store → coordination → chat service → state → router.
+pub async fn build(config: Config) -> anyhow::Result<Node> {
+    config.validate()?;
+    let node_id = config.node_id();
+    let jwt = Jwt::from_config(&config).context("loading JWT key material")?;
+    let store = open_store(&config).await?;
+    let Coordination { presence, cache, limiter, fanout, socket_io, shared, upkeep } =
+        coordination(&config, &node_id).await?;
+    let settings = Settings { typing_expiry: config.typing_expiry() };
+    let chat =
+        Arc::new(ChatService::new(Backends { store: store.clone(), presence, cache, limiter, fanout }, settings));
+    let state = AppState::new(config.clone(), jwt, chat, store, shared);
+    let attach = socket_io(state.clone()).await?;
+    // CORS outermost: browsers on other origins need it on `/socket.io/` (polling) as well.
+    let app = attach(http::router(state.clone())).layer(http::layers::cors(&config.cors_origins));
+    Ok(Node { state, app, upkeep })
 }

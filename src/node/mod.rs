@@ -1,5 +1,11 @@
-//! One node: how it is built from its configuration and how it runs and drains.
-pub mod build;
-pub mod in_flight;
+//! One node, step by step: [`build`] turns the configuration into backends, state and router
+//! (choosing in-process or Redis once), [`serve`] runs it until the shutdown signal, [`drain`]
+//! owns the SIGTERM sequence, [`background`] the periodic upkeep.
 
-pub use build::{AppState, open_store, run};
+pub mod background;
+pub mod build;
+pub mod drain;
+pub mod serve;
+
+pub use build::{Node, build, open_store};
+pub use serve::run;

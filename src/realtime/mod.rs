@@ -13,15 +13,12 @@ use socketioxide::{
 
 use socketioxide_core::adapter::DefinedAdapter;
 
-use crate::node::AppState;
+use crate::{edge::MAX_PAYLOAD, state::AppState};
 
 pub mod connect;
 pub mod events;
 pub mod handlers;
 pub mod reply;
-
-/// Socket.IO max payload and the websocket message/frame caps (DESIGN §7).
-pub const MAX_PAYLOAD: usize = 64 * 1024;
 
 /// Engine settings shared by both adapters. `max_payload` only covers long-polling; websocket
 /// frames are capped separately (exceeding them closes that one connection).

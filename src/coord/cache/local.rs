@@ -1,68 +1,12 @@
-//! In-process presence, cache and rate limits for the single-node embedded default.
+//! Per-user cached views with generations, in this process (the embedded default).
 
-use std::{
-    collections::HashMap,
-    num::NonZeroU32,
-    sync::Arc,
-    time::{Duration, Instant},
-};
+use std::{collections::HashMap, time::Instant};
 
 use async_trait::async_trait;
 use dashmap::DashMap;
-use governor::{DefaultKeyedRateLimiter, Quota as GQuota, clock::Clock};
 
-use crate::chat::model::{Timestamp, now};
-use crate::coord::{
-    Cache, CacheKind, CoordResult, Generation, LimitKind, PresenceBackend, Quota, RateLimiter, UserStatus,
-};
-
-/// Presence on one node: online = held by this node.
-#[derive(Default)]
-pub struct LocalPresence {
-    online: DashMap<String, ()>,
-    last_seen: DashMap<String, Timestamp>,
-}
-
-#[async_trait]
-impl PresenceBackend for LocalPresence {
-    async fn add(&self, user: &str) -> CoordResult<bool> {
-        Ok(self.online.insert(user.to_owned(), ()).is_none())
-    }
-
-    async fn remove(&self, user: &str) -> CoordResult<Option<Timestamp>> {
-        if self.online.remove(user).is_some() {
-            let t = now();
-            self.last_seen.insert(user.to_owned(), t);
-            Ok(Some(t))
-        } else {
-            Ok(None)
-        }
-    }
-
-    async fn status(&self, users: &[String]) -> CoordResult<Vec<UserStatus>> {
-        Ok(users
-            .iter()
-            .map(|u| UserStatus {
-                user_id: u.clone(),
-                online: self.online.contains_key(u),
-                last_seen: self.last_seen.get(u).map(|t| *t),
-            })
-            .collect())
-    }
-
-    async fn refresh(&self, _users: &[String]) -> CoordResult<()> {
-        Ok(())
-    }
-
-    async fn leave(&self) -> CoordResult<()> {
-        self.online.clear();
-        Ok(())
-    }
-
-    async fn reap(&self) -> CoordResult<Vec<(String, Timestamp)>> {
-        Ok(Vec::new())
-    }
-}
+use super::{Cache, CacheKind, Generation};
+use crate::coord::CoordResult;
 
 #[derive(Default)]
 struct UserEntry {
@@ -120,41 +64,6 @@ impl Cache for LocalCache {
     }
 }
 
-/// GCRA limits per key through `governor`, one limiter per kind.
-pub struct LocalRateLimiter {
-    limiters: HashMap<LimitKind, Arc<DefaultKeyedRateLimiter<String>>>,
-}
-
-impl LocalRateLimiter {
-    pub fn new(quotas: &[(LimitKind, Quota)]) -> Self {
-        let limiters = quotas
-            .iter()
-            .map(|(kind, q)| {
-                let burst = NonZeroU32::new(q.limit.max(1)).unwrap_or(NonZeroU32::MIN);
-                let period = (q.window / q.limit.max(1)).max(Duration::from_nanos(1));
-                let quota = GQuota::with_period(period).unwrap_or_else(|| GQuota::per_second(burst)).allow_burst(burst);
-                (*kind, Arc::new(DefaultKeyedRateLimiter::keyed(quota)))
-            })
-            .collect();
-        Self { limiters }
-    }
-
-    /// Forgets keys that are back to a full budget (bounded memory); run periodically.
-    pub fn sweep(&self) {
-        for l in self.limiters.values() {
-            l.retain_recent();
-        }
-    }
-}
-
-#[async_trait]
-impl RateLimiter for LocalRateLimiter {
-    async fn hit(&self, kind: LimitKind, key: &str) -> CoordResult<Result<(), Duration>> {
-        let Some(l) = self.limiters.get(&kind) else { return Ok(Ok(())) };
-        Ok(l.check_key(&key.to_owned()).map_err(|nu| nu.wait_time_from(governor::clock::DefaultClock::default().now())))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,26 +80,5 @@ mod tests {
         assert!(v.is_none(), "a value computed before the write must not be served");
         c.put(CacheKind::Unread, "u", "", g2, "fresh".into()).await.unwrap();
         assert_eq!(c.get(CacheKind::Unread, "u", "").await.unwrap().0.as_deref(), Some("fresh"));
-    }
-
-    #[tokio::test]
-    async fn rate_limit_allows_burst_then_limits() {
-        let l = LocalRateLimiter::new(&[(LimitKind::Message, Quota { limit: 3, window: Duration::from_secs(30) })]);
-        for _ in 0..3 {
-            assert!(l.hit(LimitKind::Message, "u").await.unwrap().is_ok());
-        }
-        let wait = l.hit(LimitKind::Message, "u").await.unwrap().unwrap_err();
-        assert!(wait > Duration::from_secs(5) && wait <= Duration::from_secs(10), "{wait:?}");
-        assert!(l.hit(LimitKind::Message, "other").await.unwrap().is_ok());
-    }
-
-    #[tokio::test]
-    async fn presence_transitions() {
-        let p = LocalPresence::default();
-        assert!(p.add("u").await.unwrap());
-        assert!(!p.add("u").await.unwrap());
-        assert!(p.remove("u").await.unwrap().is_some());
-        let s = p.status(&["u".into()]).await.unwrap();
-        assert!(!s[0].online && s[0].last_seen.is_some());
     }
 }

@@ -1,83 +1,77 @@
-//! The fan-out seam: socketioxide's adapter, local (one node) or Redis (cluster). Both are the
-//! same `SocketIo` API over different concrete adapter types, so [`Io`] dispatches by hand.
+//! Fan-out through socketioxide: one implementation over any adapter, so the local adapter
+//! (embedded default) and the Redis adapter (cluster mode) share it.
 //!
-//! Emits name rooms: `u:{user}` (every socket of a user) and `c:{conversation}:{user}`; a socket
-//! in several target rooms receives an emit once.
+//! Audiences are rooms: `u:{user}` (every socket of a user, joined on connect) and
+//! `c:{conversation}:{user}` (one user's sockets that joined a conversation). A socket in
+//! several target rooms receives an emit once.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashSet, str::FromStr, time::Duration};
 
-use serde::Serialize;
-use socketioxide::{SocketIo, adapter::Emitter};
-use socketioxide_redis::FredAdapter;
+use async_trait::async_trait;
+use socketioxide::{SocketIo, adapter::Adapter, socket::Sid};
 use tokio::sync::RwLock;
 
-pub type RedisIo = SocketIo<FredAdapter<Emitter>>;
+use super::{Audience, Fanout, FanoutError, ServerEvent};
 
-#[derive(Clone)]
-pub enum Io {
-    Local(SocketIo),
-    Redis(RedisIo),
+/// Room of every socket of a user, on every node.
+pub fn user_room(user: &str) -> String {
+    format!("u:{user}")
+}
+
+/// Room of one user's sockets that joined a conversation.
+pub fn conversation_room(conversation: &str, user: &str) -> String {
+    format!("c:{conversation}:{user}")
 }
 
 /// The io handle plus a "closed" latch: socketioxide panics on an emit after `close()`, so
 /// emits hold a read lock and `close` takes the write lock (waiting for in-flight emits).
-#[derive(Clone)]
-pub struct Fanout {
-    io: Io,
-    closed: Arc<RwLock<bool>>,
+pub struct SocketIoFanout<A: Adapter> {
+    io: SocketIo<A>,
+    closed: RwLock<bool>,
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("fan-out failed: {0}")]
-pub struct FanoutError(String);
-
-impl Fanout {
-    pub fn new(io: Io) -> Self {
-        Self { io, closed: Arc::new(RwLock::new(false)) }
+impl<A: Adapter> SocketIoFanout<A> {
+    pub fn new(io: SocketIo<A>) -> Self {
+        Self { io, closed: RwLock::new(false) }
     }
+}
 
-    pub fn io(&self) -> &Io {
-        &self.io
-    }
-
-    /// Emits `event` to every socket in any of `rooms`, on every node.
-    pub async fn emit<T: Serialize + ?Sized>(
-        &self,
-        rooms: Vec<String>,
-        event: &str,
-        data: &T,
-    ) -> Result<(), FanoutError> {
+#[async_trait]
+impl<A: Adapter> Fanout for SocketIoFanout<A> {
+    async fn publish(&self, to: Audience, event: &ServerEvent<'_>) -> Result<(), FanoutError> {
         let closed = self.closed.read().await;
         if *closed {
             return Err(FanoutError("node is shutting down".into()));
         }
-        let res = match &self.io {
-            Io::Local(io) => io.to(rooms).emit(event, data).await,
-            Io::Redis(io) => io.to(rooms).emit(event, data).await,
+        let rooms = match to {
+            Audience::Users(users) => users.iter().map(|u| user_room(u)).collect(),
+            Audience::Joined { conversation, user } => vec![conversation_room(&conversation, &user)],
+            Audience::Socket(id) => {
+                // The caller's own socket is on this node: no broadcast needed. A socket that
+                // went away meanwhile has no one left to tell.
+                let socket = Sid::from_str(&id).ok().and_then(|sid| self.io.get_socket(sid));
+                match socket.map(|s| s.emit(event.name(), event)) {
+                    Some(Err(e)) => tracing::debug!(error = %e, event = event.name(), "event to a closing socket"),
+                    None => tracing::debug!(event = event.name(), "event to a socket that is gone"),
+                    Some(Ok(())) => {}
+                }
+                return Ok(());
+            }
         };
+        let res = self.io.to(rooms).emit(event.name(), event).await;
         drop(closed);
         res.map_err(|e| FanoutError(e.to_string()))
     }
 
-    /// Ids of the sockets connected to this node.
-    pub fn local_socket_ids(&self) -> std::collections::HashSet<String> {
-        match &self.io {
-            Io::Local(io) => io.sockets().iter().map(|s| s.id.to_string()).collect(),
-            Io::Redis(io) => io.local().sockets().iter().map(|s| s.id.to_string()).collect(),
-        }
+    fn local_socket_ids(&self) -> HashSet<String> {
+        self.io.local().sockets().iter().map(|s| s.id.to_string()).collect()
     }
 
-    /// Closes every transport on this node without a namespace disconnect, so clients see
-    /// `transport close` and reconnect (elsewhere) by themselves. Bounded: it can block while
-    /// Redis is down.
-    pub async fn close(&self, within: Duration) {
+    async fn close(&self, within: Duration) {
         let fut = async {
             let mut closed = self.closed.write().await;
             *closed = true;
-            match &self.io {
-                Io::Local(io) => io.close().await,
-                Io::Redis(io) => io.close().await,
-            }
+            self.io.close().await;
         };
         if tokio::time::timeout(within, fut).await.is_err() {
             tracing::warn!("closing sockets timed out");

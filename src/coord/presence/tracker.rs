@@ -161,7 +161,7 @@ impl PresenceTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::coord::local::LocalPresence;
+    use crate::coord::presence::local::LocalPresence;
 
     fn tracker() -> PresenceTracker {
         PresenceTracker::new(Arc::new(LocalPresence::default()))
