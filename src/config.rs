@@ -1,4 +1,4 @@
-//! Node configuration: environment variables of DESIGN §2, mirrored as clap flags.
+//! Node configuration: environment variables, mirrored as clap flags.
 //!
 //! Everything is parsed and validated once at start; a bad value stops the node with a message
 //! that names the variable.

@@ -8,7 +8,7 @@ use axum::{
     http::{Extensions, HeaderMap},
 };
 
-/// Socket.IO max payload, the websocket message/frame caps and the HTTP body limit (DESIGN §7).
+/// Socket.IO max payload, the websocket message/frame caps and the HTTP body limit.
 pub const MAX_PAYLOAD: usize = 64 * 1024;
 
 /// The client's address for throttling: the nearest proxy's `X-Forwarded-For` entry (the

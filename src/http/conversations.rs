@@ -1,4 +1,4 @@
-//! Conversation routes: list, create/find, history, send, read (DESIGN §4).
+//! Conversation routes: list, create/find, history, send, read.
 
 use axum::{
     Router,

@@ -1,4 +1,4 @@
-//! REST API (DESIGN §4) and health endpoints. Routes live beside their handlers; this file
+//! REST API and health endpoints. Routes live beside their handlers; this file
 //! merges them in one visible list.
 
 use axum::Router;

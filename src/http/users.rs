@@ -1,4 +1,4 @@
-//! Unread totals and presence lookups (DESIGN §4).
+//! Unread totals and presence lookups.
 
 use axum::{Router, extract::State, http::StatusCode, response::Response, routing::get};
 use serde::Deserialize;

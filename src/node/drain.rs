@@ -1,4 +1,4 @@
-//! The SIGTERM sequence (DESIGN §8), in order, all within the grace period:
+//! The SIGTERM sequence, in order, all within the grace period:
 //! 1. readiness off (`/readyz` 503), then wait for the load balancer to notice;
 //! 2. stop accepting connections;
 //! 3. stop the presence upkeep: from here on this node must look dead to the others;

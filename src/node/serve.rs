@@ -7,7 +7,7 @@ use tokio::{net::TcpListener, sync::Notify};
 use super::{background, build, drain};
 use crate::config::Config;
 
-/// Runs a node on `listener` until `shutdown` resolves, then drains (DESIGN §8).
+/// Runs a node on `listener` until `shutdown` resolves, then drains.
 ///
 /// 1. build the node from `config` (store, coordination, service, router);
 /// 2. start the background upkeep (presence, gauges);

@@ -1,4 +1,4 @@
-//! Socket.IO event handlers (DESIGN §6). Each reads its payload with `TryData<Value>` and
+//! Socket.IO event handlers. Each reads its payload with `TryData<Value>` and
 //! decodes it with field paths, so bad input gets a `validation` error naming the field.
 
 use std::{

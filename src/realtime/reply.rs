@@ -1,5 +1,5 @@
 //! How a handler answers: through the client's ack when it asked for one, otherwise failures go
-//! out as an `error` event `{code, message, event}` (DESIGN §6).
+//! out as an `error` event `{code, message, event}`.
 
 use std::{convert::Infallible, sync::Arc};
 

@@ -1,7 +1,7 @@
 //! Sending a message: validate, authorize, rate-limit, persist (seq assigned), invalidate both
 //! users' cached views, answer the caller, then publish.
 //!
-//! Order of what the sending socket sees (DESIGN §6): its ack `{message}`, then
+//! Order of what the sending socket sees: its ack `{message}`, then
 //! `message_delivered`, then `new_message` like every other socket of both participants. A
 //! retried send (same clientMessageId) is answered with the original and not published again.
 

@@ -1,4 +1,4 @@
-//! The chat service: every operation of DESIGN §4–§6, independent of the transport. REST
+//! The chat service: every REST and Socket.IO operation, independent of the transport. REST
 //! handlers and socket handlers check the shape of their input, then call this; the service
 //! validates, authorizes, rate-limits, persists, keeps caches right and publishes the server
 //! events itself, so no transport can forget a fan-out.

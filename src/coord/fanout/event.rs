@@ -1,4 +1,4 @@
-//! Every server → client Socket.IO event of the contract (DESIGN §6), with its payload. Field
+//! Every server → client Socket.IO event of the contract, with its payload. Field
 //! names are the wire names (camelCase); [`ServerEvent::name`] is the event name.
 
 use serde::Serialize;
