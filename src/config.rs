@@ -118,6 +118,19 @@ impl Config {
         Cli::try_parse_from(["jobsphere-chat"]).map(|c| c.config)
     }
 
+    /// Parses command-line style arguments alone, ignoring the process environment (so an
+    /// embedder or a test gets exactly the configuration it spells out, whatever `REDIS_URL`
+    /// or `MONGODB_URI` the caller's shell has). `args[0]` is the program name.
+    pub fn from_args_only<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::FromArgMatches;
+        let matches = args_only_command().try_get_matches_from(args)?;
+        Cli::from_arg_matches(&matches).map(|c| c.config)
+    }
+
     /// Checks what clap's types cannot: cross-field rules and URL shapes.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if let Some(url) = &self.redis_url
@@ -194,6 +207,12 @@ impl Config {
     }
 }
 
+/// The CLI with every `env = …` lookup removed.
+fn args_only_command() -> clap::Command {
+    use clap::CommandFactory;
+    Cli::command().mut_args(|a| a.env(None::<&str>))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("{0} {1}")]
@@ -227,6 +246,20 @@ mod tests {
         assert!(err.contains("JWT_SECRET"), "{err}");
         let c = parse(&["--redis-url", "redis://x:1", "--jwt-secret", "0123456789abcdef"]).unwrap();
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn args_only_parsing_ignores_the_environment() {
+        use clap::CommandFactory;
+        assert!(Cli::command().get_arguments().any(|a| a.get_env().is_some()), "the CLI reads env vars");
+        let bound: Vec<_> =
+            args_only_command().get_arguments().filter(|a| a.get_env().is_some()).map(|a| a.get_id().clone()).collect();
+        assert!(bound.is_empty(), "still read from the environment: {bound:?}");
+        let c = Config::from_args_only(["jobsphere-chat", "--redis-prefix", "p"]).unwrap();
+        assert_eq!(c.redis_prefix, "p");
+        assert_eq!(c.redis_url, None);
+        assert_eq!(c.mongodb_uri, None);
+        assert_eq!(c.presence_ttl_secs, 60);
     }
 
     #[test]
