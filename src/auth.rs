@@ -1,4 +1,4 @@
-//! JWT authentication (DESIGN §3): HS256 with a shared secret, or RS256/ES256 with a public key.
+//! JWT authentication: HS256 with a shared secret, or RS256/ES256 with a public key.
 //!
 //! In the embedded default with no `JWT_SECRET`, a random secret is generated once and kept in
 //! `CHAT_DATA_DIR/jwt-secret` so tokens minted by `jobsphere-chat token` survive restarts.

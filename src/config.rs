@@ -1,4 +1,4 @@
-//! Node configuration: environment variables of DESIGN §2, mirrored as clap flags.
+//! Node configuration: environment variables, mirrored as clap flags.
 //!
 //! Everything is parsed and validated once at start; a bad value stops the node with a message
 //! that names the variable.
@@ -147,6 +147,9 @@ pub struct Config {
     pub otlp_endpoint: Option<String>,
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "pretty")]
     pub log_format: LogFormat,
+    /// A typing state ends by itself after this many milliseconds without a new `typing_start`.
+    #[arg(long, env = "CHAT_TYPING_EXPIRY_MS", default_value_t = 5000, value_parser = clap::value_parser!(u64).range(100..=60_000))]
+    pub typing_expiry_ms: u64,
     /// On SIGTERM: seconds to stay up but not-ready so the load balancer stops routing here.
     #[arg(long, env = "CHAT_DRAIN_DELAY_SECS", default_value_t = 5)]
     pub drain_delay_secs: u64,
@@ -159,6 +162,19 @@ impl Config {
     /// Parses the environment alone (no CLI arguments); used by tests and embedders.
     pub fn from_env() -> Result<Self, clap::Error> {
         Cli::try_parse_from(["jobsphere-chat"]).map(|c| c.config)
+    }
+
+    /// Parses command-line style arguments alone, ignoring the process environment (so an
+    /// embedder or a test gets exactly the configuration it spells out, whatever `REDIS_URL`
+    /// or `MONGODB_URI` the caller's shell has). `args[0]` is the program name.
+    pub fn from_args_only<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::FromArgMatches;
+        let matches = args_only_command().try_get_matches_from(args)?;
+        Cli::from_arg_matches(&matches).map(|c| c.config)
     }
 
     /// Checks what clap's types cannot: cross-field rules and URL shapes.
@@ -228,9 +244,19 @@ impl Config {
         Duration::from_secs(self.rate_limit_window_secs)
     }
 
+    pub fn typing_expiry(&self) -> Duration {
+        Duration::from_millis(self.typing_expiry_ms)
+    }
+
     pub fn connect_window(&self) -> Duration {
         Duration::from_secs(self.rate_limit_connect_window_secs)
     }
+}
+
+/// The CLI with every `env = …` lookup removed.
+fn args_only_command() -> clap::Command {
+    use clap::CommandFactory;
+    Cli::command().mut_args(|a| a.env(None::<&str>))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -266,6 +292,20 @@ mod tests {
         assert!(err.contains("JWT_SECRET"), "{err}");
         let c = parse(&["--redis-url", "redis://x:1", "--jwt-secret", "0123456789abcdef"]).unwrap();
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn args_only_parsing_ignores_the_environment() {
+        use clap::CommandFactory;
+        assert!(Cli::command().get_arguments().any(|a| a.get_env().is_some()), "the CLI reads env vars");
+        let bound: Vec<_> =
+            args_only_command().get_arguments().filter(|a| a.get_env().is_some()).map(|a| a.get_id().clone()).collect();
+        assert!(bound.is_empty(), "still read from the environment: {bound:?}");
+        let c = Config::from_args_only(["jobsphere-chat", "--redis-prefix", "p"]).unwrap();
+        assert_eq!(c.redis_prefix, "p");
+        assert_eq!(c.redis_url, None);
+        assert_eq!(c.mongodb_uri, None);
+        assert_eq!(c.presence_ttl_secs, 60);
     }
 
     #[test]

@@ -7,7 +7,6 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use serde::Serialize;
-use serde_json::{Value, json};
 
 use crate::store::StoreError;
 
@@ -63,12 +62,12 @@ impl ApiError {
     }
 
     /// The socket ack body: `{status: "error", code, message, retryAfterMs?}`.
-    pub fn to_ack(&self) -> Value {
-        let mut v = json!({ "status": "error", "code": self.code(), "message": self.to_string() });
-        if let Self::RateLimited { retry_after_ms } = self {
-            v["retryAfterMs"] = json!(retry_after_ms);
-        }
-        v
+    pub fn to_ack(&self) -> ErrorAck {
+        let retry_after_ms = match self {
+            Self::RateLimited { retry_after_ms } => Some(*retry_after_ms),
+            _ => None,
+        };
+        ErrorAck { status: "error", code: self.code(), message: self.to_string(), retry_after_ms }
     }
 }
 
@@ -90,7 +89,7 @@ impl From<StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({ "status": "error", "code": self.code(), "message": self.to_string(), "data": null });
+        let body = ErrorBody { status: "error", code: self.code(), message: self.to_string(), data: () };
         let mut resp = (self.status(), Json(body)).into_response();
         if let Self::RateLimited { retry_after_ms } = self {
             let secs = retry_after_ms.div_ceil(1000).max(1);
@@ -102,12 +101,47 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The REST success envelope `{status: "success", message, data}`.
+#[derive(Serialize)]
+struct SuccessBody<'a, T> {
+    status: &'static str,
+    message: &'a str,
+    data: T,
+}
+
+/// The REST error envelope `{status: "error", code, message, data: null}`.
+#[derive(Serialize)]
+struct ErrorBody {
+    status: &'static str,
+    code: &'static str,
+    message: String,
+    data: (),
+}
+
+/// The socket ack for success: `{status: "success", data}`.
+#[derive(Serialize)]
+pub struct SuccessAck<T> {
+    status: &'static str,
+    data: T,
+}
+
+/// The socket ack for a failure: `{status: "error", code, message, retryAfterMs?}`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorAck {
+    status: &'static str,
+    code: &'static str,
+    message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_after_ms: Option<u64>,
+}
+
 /// The success envelope `{status: "success", message, data}`.
 pub fn success<T: Serialize>(status: StatusCode, message: &str, data: T) -> Response {
-    (status, Json(json!({ "status": "success", "message": message, "data": data }))).into_response()
+    (status, Json(SuccessBody { status: "success", message, data })).into_response()
 }
 
 /// The socket ack body for success: `{status: "success", data}`.
-pub fn ack_success<T: Serialize>(data: T) -> Value {
-    json!({ "status": "success", "data": data })
+pub fn ack_success<T: Serialize>(data: T) -> SuccessAck<T> {
+    SuccessAck { status: "success", data }
 }

@@ -4,32 +4,43 @@
 //! that behave as one service through Redis, with MongoDB or embedded SQLite as the store.
 //!
 //! # Layout
-//! - [`config`]: environment / CLI configuration (DESIGN §2).
-//! - [`app`]: wiring and the node's lifecycle (`run`, graceful drain).
-//! - [`auth`]: JWT verification and minting (DESIGN §3).
-//! - [`http`]: REST routes, extractors, the tower stack, health (DESIGN §4).
-//! - [`realtime`]: Socket.IO namespace, connect middleware, event handlers, fan-out (DESIGN §6).
-//! - [`chat`]: domain records, input rules and the chat service all transports call.
-//! - [`store`]: the store trait and its SQLite and MongoDB backends (DESIGN §5).
-//! - [`coord`]: presence, caches and rate limits: traits and in-process implementations.
-//! - [`cluster`]: the Redis implementations and the Redis adapter setup (cluster mode).
-//! - [`telemetry`]: logs, traces, metrics (DESIGN §8).
+//!
+//! Layers point one way: `node` (wiring) → transports (`http`, `realtime`) → domain (`chat`)
+//! → seams (`store`, `coord`) → backends (SQLite/MongoDB, in-process/Redis). `chat::model`
+//! (the records) and `edge` are shared below every layer that uses them.
+//!
+//! - [`node`]: one node step by step: `build` (config → backends, the one local-vs-Redis
+//!   choice), `serve` (`run`), `drain` (the SIGTERM sequence), `background` (upkeep).
+//! - [`state`]: `AppState`, the handles given to axum and socketioxide (trait objects only).
+//! - [`config`]: environment / CLI configuration.
+//! - [`auth`]: JWT verification and minting.
+//! - [`http`]: REST routes, extractors, the tower stack, health.
+//! - [`realtime`]: Socket.IO engine settings, connect middleware, event handlers, replies.
+//! - [`edge`]: what both transports share: the payload cap and the client's address.
+//! - [`chat`]: domain records, input rules, typed answers, and the chat service (one file per
+//!   feature) that every transport calls and that publishes the server events.
+//! - [`store`]: the store trait and its SQLite and MongoDB backends.
+//! - [`coord`]: coordination by capability, each a trait with its in-process and Redis backends
+//!   side by side: `presence/`, `cache/`, `ratelimit/`, `fanout/` (typed `ServerEvent`s over
+//!   socketioxide, plus a recording fan-out for tests); `redis` is the shared connection.
+//! - [`telemetry`]: logs, traces, metrics.
 //! - [`error`]: the boundary error type and response envelopes.
-//! - [`lifecycle`]: work-in-flight accounting for the graceful drain.
+//! - [`in_flight`]: counts socket events still running, so the drain can wait for them.
 //! - [`probe`]: `healthcheck` and `probe`, the commands that check a running node from outside.
 
-pub mod app;
 pub mod auth;
 pub mod chat;
-pub mod cluster;
 pub mod config;
 pub mod coord;
+pub mod edge;
 pub mod error;
 pub mod http;
-pub mod lifecycle;
+pub mod in_flight;
+pub mod node;
 pub mod probe;
 pub mod realtime;
+pub mod state;
 pub mod store;
 pub mod telemetry;
 
-pub use app::run;
+pub use node::run;

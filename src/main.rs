@@ -31,7 +31,7 @@ fn main() -> anyhow::Result<()> {
             Command::Serve => serve(cli.config).await,
             Command::Token(args) => token(cli.config, args).await,
             Command::Migrate => {
-                jobsphere_chat::app::open_store(&cli.config).await?;
+                jobsphere_chat::node::open_store(&cli.config).await?;
                 eprintln!("store migrated");
                 Ok(())
             }
@@ -78,7 +78,7 @@ async fn token(config: Config, args: TokenArgs) -> anyhow::Result<()> {
         User { name: args.name.unwrap_or_else(|| args.user.clone()), id: args.user, email: None, role, avatar: None };
     let jwt = Jwt::from_config(&config)?;
     let token = jwt.sign(&user, args.ttl.max(Duration::from_secs(1)))?;
-    let (store, _) = jobsphere_chat::app::open_store(&config).await?;
+    let store = jobsphere_chat::node::open_store(&config).await?;
     store.upsert_user(&user).await?;
     println!("{token}");
     Ok(())

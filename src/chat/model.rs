@@ -1,5 +1,5 @@
-//! Domain records and their JSON shapes (field names follow the existing JobSphere clients,
-//! DESIGN §5). Times are UTC, truncated to milliseconds so that every store round-trips them.
+//! Domain records and their JSON shapes (field names follow the existing JobSphere
+//! clients). Times are UTC, truncated to milliseconds so that every store round-trips them.
 
 use std::fmt;
 
@@ -212,7 +212,7 @@ pub struct ParticipantView {
     pub online: bool,
 }
 
-/// A conversation as shown to one user (DESIGN §5).
+/// A conversation as shown to one user.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ConversationView {

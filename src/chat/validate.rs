@@ -1,4 +1,4 @@
-//! Input rules of DESIGN §5, applied before any store access.
+//! Input rules of the data model, applied before any store access.
 
 use crate::error::ApiError;
 

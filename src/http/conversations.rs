@@ -1,4 +1,4 @@
-//! Conversation routes: list, create/find, history, send, read (DESIGN §4).
+//! Conversation routes: list, create/find, history, send, read.
 
 use axum::{
     Router,
@@ -8,13 +8,16 @@ use axum::{
     routing::{get, post},
 };
 use serde::Deserialize;
-use serde_json::json;
 
 use super::extract::{ApiJson, ApiQuery, Caller, OptionalJson};
 use crate::{
-    app::AppState,
-    chat::{service::SendInput, validate},
+    chat::{
+        responses::MessageBody,
+        service::{Origin, SendInput},
+        validate,
+    },
     error::{ApiError, success},
+    state::AppState,
     store::HistoryQuery,
 };
 
@@ -122,10 +125,9 @@ async fn send_message(
         message_type: b.message_type,
         client_message_id: b.client_message_id,
     };
-    let sent = st.chat.send_message(&me, input).await?;
-    st.chat.publish_message(&sent).await;
+    let sent = st.chat.send_message(&me, input, Origin::Rest).await?;
     let status = if sent.created { StatusCode::CREATED } else { StatusCode::OK };
-    Ok(success(status, "message sent", json!({ "message": sent.message })))
+    Ok(success(status, "message sent", MessageBody { message: &sent.message }))
 }
 
 #[derive(Deserialize, Default)]

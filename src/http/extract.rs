@@ -8,7 +8,7 @@ use axum::{
 };
 use serde::de::DeserializeOwned;
 
-use crate::{app::AppState, auth::Identity, error::ApiError};
+use crate::{auth::Identity, error::ApiError, state::AppState};
 
 /// The authenticated caller (401 otherwise); their user record is registered/refreshed.
 pub struct Caller(pub Identity);
@@ -67,7 +67,7 @@ async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Api
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    if announced.is_some_and(|n| n > crate::realtime::MAX_PAYLOAD) {
+    if announced.is_some_and(|n| n > crate::edge::MAX_PAYLOAD) {
         return Err(ApiError::PayloadTooLarge);
     }
     Bytes::from_request(req, state).await.map_err(|e| {

@@ -4,9 +4,9 @@
 use std::time::Duration;
 
 use axum::{Json, Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
-use serde_json::json;
+use serde::Serialize;
 
-use crate::app::AppState;
+use crate::state::{AppState, Checks};
 
 const CHECK_TIMEOUT: Duration = Duration::from_millis(800);
 
@@ -16,12 +16,23 @@ pub fn router() -> Router<AppState> {
 
 /// GET /healthz
 async fn get_healthz() -> impl IntoResponse {
-    Json(json!({ "status": "ok" }))
+    Json(HealthBody { status: "ok" })
+}
+
+#[derive(Serialize)]
+struct HealthBody {
+    status: &'static str,
+}
+
+#[derive(Serialize)]
+struct ReadyBody {
+    status: &'static str,
+    checks: Checks,
 }
 
 /// GET /readyz
 async fn get_readyz(State(st): State<AppState>) -> impl IntoResponse {
     let report = st.readiness(CHECK_TIMEOUT).await;
     let code = if report.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    (code, Json(json!({ "status": if report.ready { "ready" } else { "not_ready" }, "checks": report.checks })))
+    (code, Json(ReadyBody { status: if report.ready { "ready" } else { "not_ready" }, checks: report.checks }))
 }

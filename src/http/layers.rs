@@ -1,6 +1,6 @@
 //! The tower stack of the REST routes, ordered on purpose (outermost first):
 //! 1. metrics + trace span (sees every response, including the errors of the layers below),
-//! 2. (CORS is applied outside this stack, to Socket.IO too: see `app`),
+//! 2. (CORS is applied outside this stack, to Socket.IO too: see `node::build`),
 //! 3. timeout (REST only: Socket.IO long-polling requests outlive any REST timeout),
 //! 4. body limit (64 KiB, surfaced as 413 `payload_too_large` by the JSON extractor).
 
@@ -24,7 +24,7 @@ use tower_http::{
 use tracing::{Instrument, info_span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::{app::AppState, error::ApiError, realtime::MAX_PAYLOAD, telemetry::metrics as m};
+use crate::{edge::MAX_PAYLOAD, error::ApiError, state::AppState, telemetry::metrics as m};
 
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 

@@ -1,13 +1,13 @@
-//! Unread totals and presence lookups (DESIGN §4).
+//! Unread totals and presence lookups.
 
 use axum::{Router, extract::State, http::StatusCode, response::Response, routing::get};
 use serde::Deserialize;
-use serde_json::json;
 
 use super::extract::{ApiQuery, Caller};
 use crate::{
-    app::AppState,
+    chat::responses::Statuses,
     error::{ApiError, success},
+    state::AppState,
 };
 
 pub fn router() -> Router<AppState> {
@@ -36,5 +36,5 @@ async fn get_status(
         return Err(ApiError::validation("ids", "is required: comma-separated user ids"));
     }
     let statuses = st.chat.statuses(&ids).await?;
-    Ok(success(StatusCode::OK, "statuses", json!({ "statuses": statuses })))
+    Ok(success(StatusCode::OK, "statuses", Statuses { statuses }))
 }

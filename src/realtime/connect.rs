@@ -3,7 +3,7 @@
 
 use socketioxide::{adapter::Adapter, extract::SocketRef};
 
-use crate::{app::AppState, auth::Identity, coord::LimitKind, http::client_ip, telemetry::metrics as m};
+use crate::{auth::Identity, coord::LimitKind, edge::client_ip, state::AppState, telemetry::metrics as m};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {

@@ -1,8 +1,7 @@
-//! Every Socket.IO event name and payload, defined once (DESIGN §6).
+//! Every client → server Socket.IO event name and payload, defined once. The server → client
+//! events are `crate::coord::fanout::ServerEvent`.
 
-use serde::{Deserialize, Serialize};
-
-use crate::chat::model::Message;
+use serde::Deserialize;
 
 // client → server
 pub const JOIN_CONVERSATION: &str = "join_conversation";
@@ -14,25 +13,6 @@ pub const MARK_AS_READ: &str = "mark_as_read";
 pub const MARK_AS_DELIVERED: &str = "mark_as_delivered";
 pub const GET_ONLINE_STATUS: &str = "get_online_status";
 pub const SYNC: &str = "sync";
-
-// server → client
-pub const MESSAGE_DELIVERED: &str = "message_delivered";
-pub const NEW_MESSAGE: &str = "new_message";
-pub const USER_TYPING: &str = "user_typing";
-pub const MESSAGES_READ: &str = "messages_read";
-pub const MESSAGES_DELIVERED: &str = "messages_delivered";
-pub const USER_STATUS: &str = "user_status";
-pub const ERROR: &str = "error";
-
-/// Room of every socket of a user, on every node.
-pub fn user_room(user: &str) -> String {
-    format!("u:{user}")
-}
-
-/// Room of one user's sockets that joined a conversation (typing goes only to the other side).
-pub fn conversation_room(conversation: &str, user: &str) -> String {
-    format!("c:{conversation}:{user}")
-}
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -84,48 +64,4 @@ pub struct SyncItem {
     pub conversation_id: String,
     #[serde(default)]
     pub after_seq: i64,
-}
-
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct NewMessage<'a> {
-    pub message: &'a Message,
-}
-
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct MessageDelivered<'a> {
-    pub client_message_id: &'a Option<String>,
-    pub message: &'a Message,
-}
-
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct UserTyping<'a> {
-    pub conversation_id: &'a str,
-    pub user_id: &'a str,
-    pub is_typing: bool,
-}
-
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct MessagesRead {
-    pub conversation_id: String,
-    pub reader_id: String,
-    pub up_to_seq: i64,
-    pub read_at: String,
-}
-
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct MessagesDelivered<'a> {
-    pub conversation_id: &'a str,
-    pub up_to_seq: i64,
-}
-
-#[derive(Debug, Serialize)]
-pub struct EventError<'a> {
-    pub code: &'a str,
-    pub message: String,
-    pub event: &'a str,
 }

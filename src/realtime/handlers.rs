@@ -1,11 +1,15 @@
-//! Socket.IO event handlers (DESIGN §6). Each reads its payload with `TryData<Value>` and
+//! Socket.IO event handlers. Each reads its payload with `TryData<Value>` and
 //! decodes it with field paths, so bad input gets a `validation` error naming the field.
 
-use std::{future::Future, time::Instant};
+use std::{
+    future::Future,
+    sync::{Arc, Mutex},
+    time::Instant,
+};
 
 use futures::future::BoxFuture;
-use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
+use serde::{Serialize, de::DeserializeOwned};
+use serde_json::Value;
 use socketioxide::{
     adapter::Adapter,
     extract::{Event, SocketRef, TryData},
@@ -14,7 +18,17 @@ use socketioxide::{
 use tracing::{Instrument, info_span};
 
 use super::{events, reply::Reply};
-use crate::{app::AppState, auth::Identity, chat::service::SendInput, error::ApiError, telemetry::metrics as m};
+use crate::{
+    auth::Identity,
+    chat::{
+        responses::{ConversationAck, DeliveredAck, MessageBody, ReadResult, Statuses, SyncBody, TypingAck},
+        service::{Origin, SendInput},
+    },
+    coord::fanout::socketio::{conversation_room, user_room},
+    error::ApiError,
+    state::AppState,
+    telemetry::metrics as m,
+};
 
 /// Decodes a payload; errors name the offending field.
 fn parse<P: DeserializeOwned>(v: Result<Value, impl std::fmt::Display>) -> Result<P, ApiError> {
@@ -34,15 +48,22 @@ fn identity<A: Adapter>(s: &SocketRef<A>) -> Result<Identity, ApiError> {
     s.extensions.get::<Identity>().ok_or(ApiError::Unauthorized)
 }
 
-/// What a handler answers: the ack data, and work that must follow the ack (fan-out).
-pub struct Answer {
-    data: Value,
-    then: Option<BoxFuture<'static, ()>>,
+/// What every handler gets besides its payload.
+pub struct Cx<A: Adapter> {
+    pub st: AppState,
+    pub s: SocketRef<A>,
+    pub me: Identity,
+    /// The event's reply, answerable once (see [`ReplySlot`]).
+    pub reply: Arc<ReplySlot<A>>,
 }
 
-impl From<Value> for Answer {
-    fn from(data: Value) -> Self {
-        Self { data, then: None }
+/// A reply answered once: by the handler itself when it must answer before more work follows
+/// (a send acks before its fan-out), otherwise by [`run`] with the handler's result.
+pub struct ReplySlot<A: Adapter>(Mutex<Option<Reply<A>>>);
+
+impl<A: Adapter> ReplySlot<A> {
+    pub fn take(&self) -> Option<Reply<A>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 }
 
@@ -60,9 +81,9 @@ fn run<A, P, F, Fut, R>(
 where
     A: Adapter,
     P: DeserializeOwned + Send + 'static,
-    F: FnOnce(AppState, SocketRef<A>, Identity, P) -> Fut + Send + 'static,
+    F: FnOnce(Cx<A>, P) -> Fut + Send + 'static,
     Fut: Future<Output = Result<R, ApiError>> + Send + 'static,
-    R: Into<Answer>,
+    R: Serialize,
 {
     let state = state.clone();
     // One clone of the caller's identity per event, for the span and the handler.
@@ -76,20 +97,18 @@ where
             let _in_flight = in_flight;
             let start = Instant::now();
             metrics::counter!(m::EVENTS_TOTAL, "event" => event).increment(1);
+            let slot = Arc::new(ReplySlot(Mutex::new(Some(reply))));
             let res = async {
                 let me = me?;
                 let p = parse::<P>(v)?;
-                f(state, s.clone(), me, p).await
+                f(Cx { st: state, s, me, reply: slot.clone() }, p).await
             }
             .await;
-            match res.map(Into::into) {
-                Ok(Answer { data, then }) => {
-                    reply.success(data);
-                    if let Some(then) = then {
-                        then.await;
-                    }
-                }
-                Err(e) => reply.error(&e, event),
+            match (slot.take(), res) {
+                (Some(reply), Ok(data)) => reply.success(data),
+                (Some(reply), Err(e)) => reply.error(&e, event),
+                (None, Ok(_)) => {}
+                (None, Err(e)) => tracing::warn!(error = %e, event, "failed after it was acknowledged"),
             }
             metrics::histogram!(m::EVENT_DURATION_SECONDS, "event" => event).record(start.elapsed().as_secs_f64());
         }
@@ -112,8 +131,8 @@ fn dispatch<A: Adapter>(
     match name {
         JOIN_CONVERSATION => run(st, s, JOIN_CONVERSATION, v, reply, on_join_conversation),
         LEAVE_CONVERSATION => run(st, s, LEAVE_CONVERSATION, v, reply, on_leave_conversation),
-        TYPING_START => run(st, s, TYPING_START, v, reply, |st, s, me, p| on_typing(st, s, me, p, true)),
-        TYPING_STOP => run(st, s, TYPING_STOP, v, reply, |st, s, me, p| on_typing(st, s, me, p, false)),
+        TYPING_START => run(st, s, TYPING_START, v, reply, |cx, p| on_typing(cx, p, true)),
+        TYPING_STOP => run(st, s, TYPING_STOP, v, reply, |cx, p| on_typing(cx, p, false)),
         MARK_AS_READ => run(st, s, MARK_AS_READ, v, reply, on_mark_as_read),
         MARK_AS_DELIVERED => run(st, s, MARK_AS_DELIVERED, v, reply, on_mark_as_delivered),
         GET_ONLINE_STATUS => run(st, s, GET_ONLINE_STATUS, v, reply, on_get_online_status),
@@ -140,7 +159,7 @@ pub fn on_connect<A: Adapter>(state: &AppState, s: &SocketRef<A>) {
         let _ = s.clone().disconnect();
         return;
     };
-    s.join(events::user_room(me.id()));
+    s.join(user_room(me.id()));
     metrics::counter!(m::SOCKET_CONNECTS_TOTAL).increment(1);
     metrics::gauge!(m::SOCKET_CONNECTIONS).increment(1.0);
     register_events(s, state);
@@ -157,7 +176,7 @@ pub fn on_connect<A: Adapter>(state: &AppState, s: &SocketRef<A>) {
 
 /// One fallback handler routes every event (see [`dispatch`]) instead of one `on(..)` per event:
 /// socketioxide keeps per-socket handlers in a map of boxed closures, ≈ 0.9 KiB per socket for
-/// our nine events (issue 7).
+/// our nine events.
 fn register_events<A: Adapter>(s: &SocketRef<A>, state: &AppState) {
     let st = state.clone();
     s.on_fallback(move |s: SocketRef<A>, Event(name): Event, TryData(v): TryData<Value>, reply: Reply<A>| {
@@ -195,98 +214,54 @@ fn reason_label(r: DisconnectReason) -> &'static str {
 }
 
 /// `join_conversation`: this socket gets the conversation's typing events.
-async fn on_join_conversation<A: Adapter>(
-    st: AppState,
-    s: SocketRef<A>,
-    me: Identity,
-    p: events::ConversationRef,
-) -> Result<Value, ApiError> {
+async fn on_join_conversation<A: Adapter>(cx: Cx<A>, p: events::ConversationRef) -> Result<ConversationAck, ApiError> {
     record_conversation(&p.conversation_id);
-    st.chat.authorize(me.id(), &p.conversation_id).await?;
-    s.join(events::conversation_room(&p.conversation_id, me.id()));
-    Ok(json!({ "conversationId": p.conversation_id }))
+    cx.st.chat.authorize(cx.me.id(), &p.conversation_id).await?;
+    cx.s.join(conversation_room(&p.conversation_id, cx.me.id()));
+    Ok(ConversationAck { conversation_id: p.conversation_id })
 }
 
 /// `leave_conversation`
-async fn on_leave_conversation<A: Adapter>(
-    _st: AppState,
-    s: SocketRef<A>,
-    me: Identity,
-    p: events::ConversationRef,
-) -> Result<Value, ApiError> {
+async fn on_leave_conversation<A: Adapter>(cx: Cx<A>, p: events::ConversationRef) -> Result<ConversationAck, ApiError> {
     crate::chat::validate::object_id("conversationId", &p.conversation_id)?;
-    s.leave(events::conversation_room(&p.conversation_id, me.id()));
-    Ok(json!({ "conversationId": p.conversation_id }))
+    cx.s.leave(conversation_room(&p.conversation_id, cx.me.id()));
+    Ok(ConversationAck { conversation_id: p.conversation_id })
 }
 
 /// `typing_start` / `typing_stop`
-async fn on_typing<A: Adapter>(
-    st: AppState,
-    _s: SocketRef<A>,
-    me: Identity,
-    p: events::ConversationRef,
-    is_typing: bool,
-) -> Result<Value, ApiError> {
+async fn on_typing<A: Adapter>(cx: Cx<A>, p: events::ConversationRef, is_typing: bool) -> Result<TypingAck, ApiError> {
     record_conversation(&p.conversation_id);
-    st.chat.typing(&me, &p.conversation_id, is_typing).await?;
-    Ok(json!({ "conversationId": p.conversation_id, "isTyping": is_typing }))
+    cx.st.chat.typing(&cx.me, &p.conversation_id, is_typing).await?;
+    Ok(TypingAck { conversation_id: p.conversation_id, is_typing })
 }
 
 /// `mark_as_read`
-async fn on_mark_as_read<A: Adapter>(
-    st: AppState,
-    _s: SocketRef<A>,
-    me: Identity,
-    p: events::MarkAsRead,
-) -> Result<Value, ApiError> {
+async fn on_mark_as_read<A: Adapter>(cx: Cx<A>, p: events::MarkAsRead) -> Result<ReadResult, ApiError> {
     record_conversation(&p.conversation_id);
-    let r = st.chat.mark_read(&me, &p.conversation_id, p.up_to_seq).await?;
-    Ok(serde_json::to_value(r).unwrap_or_default())
+    cx.st.chat.mark_read(&cx.me, &p.conversation_id, p.up_to_seq).await
 }
 
 /// `mark_as_delivered`
-async fn on_mark_as_delivered<A: Adapter>(
-    st: AppState,
-    _s: SocketRef<A>,
-    me: Identity,
-    p: events::MarkAsDelivered,
-) -> Result<Value, ApiError> {
+async fn on_mark_as_delivered<A: Adapter>(cx: Cx<A>, p: events::MarkAsDelivered) -> Result<DeliveredAck, ApiError> {
     record_conversation(&p.conversation_id);
-    let updated = st.chat.mark_delivered(&me, &p.conversation_id, p.up_to_seq).await?;
-    Ok(json!({ "conversationId": p.conversation_id, "upToSeq": p.up_to_seq, "updated": updated }))
+    let updated = cx.st.chat.mark_delivered(&cx.me, &p.conversation_id, p.up_to_seq).await?;
+    Ok(DeliveredAck { conversation_id: p.conversation_id, up_to_seq: p.up_to_seq, updated })
 }
 
 /// `get_online_status`
-async fn on_get_online_status<A: Adapter>(
-    st: AppState,
-    _s: SocketRef<A>,
-    _me: Identity,
-    p: events::GetOnlineStatus,
-) -> Result<Value, ApiError> {
-    let statuses = st.chat.statuses(&p.user_ids).await?;
-    Ok(json!({ "statuses": statuses }))
+async fn on_get_online_status<A: Adapter>(cx: Cx<A>, p: events::GetOnlineStatus) -> Result<Statuses, ApiError> {
+    Ok(Statuses { statuses: cx.st.chat.statuses(&p.user_ids).await? })
 }
 
 /// `sync`
-async fn on_sync<A: Adapter>(
-    st: AppState,
-    _s: SocketRef<A>,
-    me: Identity,
-    p: events::SyncRequest,
-) -> Result<Value, ApiError> {
+async fn on_sync<A: Adapter>(cx: Cx<A>, p: events::SyncRequest) -> Result<SyncBody, ApiError> {
     let items: Vec<(String, i64)> = p.conversations.into_iter().map(|i| (i.conversation_id, i.after_seq)).collect();
-    let conversations = st.chat.sync(&me, &items).await?;
-    Ok(json!({ "conversations": conversations }))
+    Ok(SyncBody { conversations: cx.st.chat.sync(&cx.me, &items).await? })
 }
 
-/// `send_message`: ack `{message}`, then `message_delivered` to this socket, then `new_message`
-/// to every socket of both participants.
-async fn on_send_message<A: Adapter>(
-    st: AppState,
-    s: SocketRef<A>,
-    me: Identity,
-    p: events::SendMessage,
-) -> Result<Answer, ApiError> {
+/// `send_message`: the service acks `{message}` through this socket's reply, then sends it
+/// `message_delivered`, then `new_message` to every socket of both participants.
+async fn on_send_message<A: Adapter>(cx: Cx<A>, p: events::SendMessage) -> Result<(), ApiError> {
     record_conversation(&p.conversation_id);
     let input = SendInput {
         conversation_id: p.conversation_id,
@@ -294,21 +269,21 @@ async fn on_send_message<A: Adapter>(
         message_type: p.message_type,
         client_message_id: p.client_message_id,
     };
-    let sent = st.chat.send_message(&me, input).await?;
-    let data = json!({ "message": &sent.message });
-    let then = async move {
-        let delivered =
-            events::MessageDelivered { client_message_id: &sent.message.client_message_id, message: &sent.message };
-        if let Err(e) = s.emit(events::MESSAGE_DELIVERED, &delivered) {
-            tracing::debug!(error = %e, "message_delivered not sent");
+    let id = cx.s.id.to_string();
+    let reply = cx.reply.clone();
+    let ack = Box::new(move |body: &MessageBody<'_>| {
+        if let Some(r) = reply.take() {
+            r.success(body);
         }
-        st.chat.publish_message(&sent).await;
-    };
-    Ok(Answer { data, then: Some(Box::pin(then)) })
+    });
+    cx.st.chat.send_message(&cx.me, input, Origin::Socket { id: &id, ack }).await?;
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]

@@ -13,16 +13,12 @@ use socketioxide::{
 
 use socketioxide_core::adapter::DefinedAdapter;
 
-use crate::app::AppState;
+use crate::{edge::MAX_PAYLOAD, state::AppState};
 
 pub mod connect;
 pub mod events;
-pub mod fanout;
 pub mod handlers;
 pub mod reply;
-
-/// Socket.IO max payload and the websocket message/frame caps (DESIGN §7).
-pub const MAX_PAYLOAD: usize = 64 * 1024;
 
 /// Engine settings shared by both adapters. `max_payload` only covers long-polling; websocket
 /// frames are capped separately (exceeding them closes that one connection).
@@ -32,7 +28,7 @@ pub fn builder() -> SocketIoBuilder {
         .ws_max_message_size(MAX_PAYLOAD)
         .ws_max_frame_size(MAX_PAYLOAD)
         // Every websocket keeps this buffer (zero-filled, so resident) for its whole life, idle
-        // or not: 4096 → 1024 saved 3 KiB per idle socket (issue 7). Larger frames still fit
+        // or not: 4096 → 1024 saved 3 KiB per idle socket. Larger frames still fit
         // (the buffer grows to the frame), they just take more reads; 256 saved only 0.6 KiB more.
         .ws_read_buffer_size(1024)
         .max_buffer_size(1024)
@@ -77,7 +73,7 @@ pub const SOCKET_IO_PATH: &str = "/socket.io/";
 /// of the connection's read buffer (16 KiB allocated), and so is axum's `OriginalUri` extension.
 /// engineioxide keeps the request `Parts` for the session's whole life (`SocketRef::req_parts`),
 /// so each idle websocket pinned that whole buffer. Copying the few hundred bytes of the head
-/// releases it (issue 7: 32.8 → 24.5 KiB RSS per idle websocket at 10,000). Other requests are
+/// releases it (32.8 → 24.5 KiB RSS per idle websocket at 10,000). Other requests are
 /// left alone: they do not outlive their response.
 fn own_head<B>(mut req: axum::http::Request<B>) -> axum::http::Request<B> {
     if !req.uri().path().starts_with(SOCKET_IO_PATH) {

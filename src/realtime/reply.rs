@@ -1,5 +1,5 @@
 //! How a handler answers: through the client's ack when it asked for one, otherwise failures go
-//! out as an `error` event `{code, message, event}` (DESIGN §6).
+//! out as an `error` event `{code, message, event}`.
 
 use std::{convert::Infallible, sync::Arc};
 
@@ -12,8 +12,8 @@ use socketioxide::{
 };
 use socketioxide_core::Value;
 
-use super::events;
 use crate::{
+    coord::fanout::{ServerEvent, event::EventError},
     error::{ApiError, ack_success},
     telemetry::metrics as m,
 };
@@ -57,8 +57,8 @@ impl<A: Adapter> Reply<A> {
                 tracing::debug!(error = %e, "error ack not sent (socket gone)");
             }
         } else {
-            let body = events::EventError { code: err.code(), message: err.to_string(), event: name };
-            if let Err(e) = self.socket.emit(events::ERROR, &body) {
+            let body = ServerEvent::Error(EventError { code: err.code(), message: err.to_string(), event: name });
+            if let Err(e) = self.socket.emit(body.name(), &body) {
                 tracing::debug!(error = %e, "error event not sent (socket gone)");
             }
         }

@@ -1,5 +1,6 @@
-//! The source of truth (users, conversations, messages) behind one trait, so that handlers never
-//! know which database they talk to. Backends: [`sqlite`] (embedded default, also shared by
+//! The source of truth (users, conversations, messages) behind one trait, so that nothing above
+//! it (domain, transports, the node's state) knows which database it talks to; even the pool
+//! gauges come through the trait ([`Store::pool_stats`]). Backends: [`sqlite`] (embedded default, also shared by
 //! several local nodes) and [`mongo`] (production).
 //!
 //! Invariants every backend keeps, whatever the number of nodes writing at once:
@@ -93,6 +94,14 @@ pub struct ReadReceipt {
     pub updated: u64,
 }
 
+/// Connection pool occupancy, for the `chat_db_pool_connections{state}` gauge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    pub active: usize,
+    pub idle: usize,
+    pub max: usize,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Creates tables/collections and indexes; idempotent.
@@ -101,6 +110,10 @@ pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> StoreResult<()>;
     /// Backend name for logs and metrics labels.
     fn kind(&self) -> &'static str;
+    /// Pool occupancy, for backends whose pool is ours to watch (none by default).
+    fn pool_stats(&self) -> Option<PoolStats> {
+        None
+    }
 
     async fn upsert_user(&self, user: &User) -> StoreResult<()>;
     async fn get_users(&self, ids: &[String]) -> StoreResult<Vec<User>>;

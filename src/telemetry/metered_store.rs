@@ -9,7 +9,7 @@ use tracing::{Instrument, info_span};
 use super::metrics::db_op;
 use crate::{
     chat::model::{Conversation, User},
-    store::{HistoryQuery, Inserted, ListCursor, NewMessage, Page, ReadReceipt, Store, StoreResult},
+    store::{HistoryQuery, Inserted, ListCursor, NewMessage, Page, PoolStats, ReadReceipt, Store, StoreResult},
 };
 
 pub struct MeteredStore(pub Arc<dyn Store>);
@@ -30,6 +30,9 @@ impl Store for MeteredStore {
     }
     fn kind(&self) -> &'static str {
         self.0.kind()
+    }
+    fn pool_stats(&self) -> Option<PoolStats> {
+        self.0.pool_stats()
     }
     async fn upsert_user(&self, user: &User) -> StoreResult<()> {
         timed!(self, "upsert_user", self.0.upsert_user(user))

@@ -1,4 +1,4 @@
-//! Metric names (a contract for dashboards and alerts, DESIGN §8), buckets and small helpers.
+//! Metric names (a contract for dashboards and alerts), buckets and small helpers.
 //! Labels are bounded: route templates, event names, op names; never ids.
 
 use std::{future::Future, time::Duration};

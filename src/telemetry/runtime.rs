@@ -5,10 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use socketioxide::TransportType;
-
 use super::metrics as m;
-use crate::realtime::fanout::Io;
 
 /// Keeps the previous busy/park totals so the busy ratio covers the last interval only.
 pub struct RuntimeSampler {
@@ -51,14 +48,9 @@ impl RuntimeSampler {
 }
 
 /// Counts this node's sockets by their transport right now.
-pub fn sample_transports(io: &Io) {
-    let transports: Vec<TransportType> = match io {
-        Io::Local(io) => io.sockets().iter().map(|s| s.transport_type()).collect(),
-        Io::Redis(io) => io.local().sockets().iter().map(|s| s.transport_type()).collect(),
-    };
-    let ws = transports.iter().filter(|t| matches!(t, TransportType::Websocket)).count();
+pub fn sample_transports((ws, polling): (usize, usize)) {
     metrics::gauge!(m::SOCKET_TRANSPORT_CONNECTIONS, "transport" => "websocket").set(ws as f64);
-    metrics::gauge!(m::SOCKET_TRANSPORT_CONNECTIONS, "transport" => "polling").set((transports.len() - ws) as f64);
+    metrics::gauge!(m::SOCKET_TRANSPORT_CONNECTIONS, "transport" => "polling").set(polling as f64);
 }
 
 /// Distinct users with at least one socket on this node. Summed over nodes it counts a user

@@ -14,12 +14,10 @@ use std::{
     time::Duration,
 };
 
-use clap::Parser;
 use futures::FutureExt;
 use jobsphere_chat::{
     auth::Jwt,
     chat::model::{Role, User},
-    config::Cli,
 };
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -189,6 +187,11 @@ impl Env {
             a.push("--redis-url".into());
             a.push(r.url());
         }
+        // The one setting taken from the caller's environment on purpose: a run against MongoDB.
+        if let Some(uri) = std::env::var("MONGODB_URI").ok().filter(|u| !u.is_empty()) {
+            a.push("--mongodb-uri".into());
+            a.push(uri);
+        }
         // `extra` overrides: drop a default flag (and its value) that `extra` sets again.
         let mut i = 0;
         while i < a.len() {
@@ -209,8 +212,9 @@ impl Env {
     pub async fn node_with(&self, node_id: &str, extra: &[&str]) -> Node {
         let mut argv = vec!["jobsphere-chat".to_owned()];
         argv.extend(self.args(node_id, extra));
-        let cli = Cli::try_parse_from(&argv).expect("test config");
-        Node::start(cli.config).await
+        // Nothing else from the environment: the node gets exactly these arguments.
+        let config = jobsphere_chat::config::Config::from_args_only(&argv).expect("test config");
+        Node::start(config).await
     }
 
     /// A real `jobsphere-chat` process (for kill -9 and SIGTERM tests).
@@ -285,7 +289,9 @@ pub struct Proc {
 impl Proc {
     pub async fn spawn(args: Vec<String>) -> Self {
         let (port, metrics_port) = (free_port(), free_port());
+        // A clean environment: only what the node is meant to see.
         let child = Command::new(env!("CARGO_BIN_EXE_jobsphere-chat"))
+            .env_clear()
             .args(&args)
             .env("CHAT_ADDR", format!("127.0.0.1:{port}"))
             .env("CHAT_METRICS_ADDR", format!("127.0.0.1:{metrics_port}"))

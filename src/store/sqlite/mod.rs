@@ -25,7 +25,8 @@ use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
 use super::{
-    HistoryQuery, Inserted, ListCursor, NewMessage, Page, ReadReceipt, Store, StoreError, StoreResult, sorted_pair,
+    HistoryQuery, Inserted, ListCursor, NewMessage, Page, PoolStats, ReadReceipt, Store, StoreError, StoreResult,
+    sorted_pair,
 };
 use crate::chat::model::{Conversation, Message, MessageStatus, MessageType, Role, User, from_millis, new_id, now};
 use checkpoint::Checkpointer;
@@ -450,6 +451,11 @@ impl Store for SqliteStore {
 
     fn kind(&self) -> &'static str {
         "sqlite"
+    }
+
+    fn pool_stats(&self) -> Option<PoolStats> {
+        let (active, idle, max) = self.pool_status();
+        Some(PoolStats { active, idle, max })
     }
 
     async fn upsert_user(&self, user: &User) -> StoreResult<()> {

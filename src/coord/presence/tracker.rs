@@ -16,8 +16,8 @@ use std::{
 use dashmap::DashMap;
 use tokio::sync::Mutex;
 
-use super::{CoordResult, PresenceBackend};
 use crate::chat::model::Timestamp;
+use crate::coord::{CoordResult, PresenceBackend};
 
 /// What a socket event did to a user's cluster-wide presence.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,7 +161,7 @@ impl PresenceTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::coord::local::LocalPresence;
+    use crate::coord::presence::local::LocalPresence;
 
     fn tracker() -> PresenceTracker {
         PresenceTracker::new(Arc::new(LocalPresence::default()))

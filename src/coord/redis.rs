@@ -1,16 +1,17 @@
-//! Cluster mode: everything that goes through Redis. One command client (presence, caches,
-//! rate limits) and one subscriber client for socketioxide's Redis adapter (sharded pub/sub).
+//! The Redis connection of cluster mode, shared by every Redis backend: one command client
+//! (presence, caches, rate limits) and one subscriber client for socketioxide's Redis adapter
+//! (sharded pub/sub, the transport of [`super::fanout`]).
 //!
-//! fred defaults that lose messages silently are overridden here (see NOTES-socketioxide.md):
+//! fred defaults that lose messages silently are overridden here:
 //! RESP3 is forced (the adapter needs `SPUBLISH`), clients reconnect forever with backoff,
 //! commands time out instead of hanging while Redis is down, the pub/sub broadcast channel is
 //! large, and shard channels are re-subscribed after every reconnect.
 //!
 //! Keys (all under the configurable prefix `P`, so deployments can share a Redis):
 //! - `P:presence:{user}` zset node → expiry ms; `P:node:{node}:users` set; `P:nodes` zset
-//!   node → heartbeat expiry ms; `P:lastseen:{user}` ms — see [`presence`];
-//! - `P:gen:{user}`, `P:cache:{kind}:{user}:{gen}:{variant}` — see [`cache`];
-//! - `P:rl:{kind}:{key}` GCRA state — see [`ratelimit`];
+//!   node → heartbeat expiry ms; `P:lastseen:{user}` ms — see [`super::presence::redis`];
+//! - `P:gen:{user}`, `P:cache:{kind}:{user}:{gen}:{variant}` — see [`super::cache::redis`];
+//! - `P:rl:{kind}:{key}` GCRA state — see [`super::ratelimit::redis`];
 //! - channels `P-socket.io…` of the adapter; shard channel `P:probe:{node}` of the pub/sub
 //!   lag probe (each node hears only its own).
 //!
@@ -26,11 +27,14 @@ use fred::{
 };
 use socketioxide_redis::{RedisAdapterConfig, RedisAdapterCtr, drivers::fred::FredDriver};
 
-use crate::coord::{Cache, LimitKind, PresenceBackend, Quota, RateLimiter};
+use crate::coord::{Cache, CoordError, LimitKind, PresenceBackend, Quota, RateLimiter, SharedBackend};
 
-pub mod cache;
-pub mod presence;
-pub mod ratelimit;
+/// The one mapping of Redis failures: every one is an outage to the caller (retryable).
+impl From<fred::error::Error> for CoordError {
+    fn from(e: fred::error::Error) -> Self {
+        CoordError::Unavailable(e.to_string())
+    }
+}
 
 /// Commands fail after this instead of hanging while Redis is unreachable.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
@@ -101,15 +105,15 @@ impl Cluster {
     }
 
     pub fn presence(&self) -> Arc<dyn PresenceBackend> {
-        Arc::new(presence::RedisPresence::new(self.client.clone(), &self.prefix, &self.node_id, self.ttl))
+        Arc::new(super::presence::redis::RedisPresence::new(self.client.clone(), &self.prefix, &self.node_id, self.ttl))
     }
 
     pub fn cache(&self) -> Arc<dyn Cache> {
-        Arc::new(cache::RedisCache::new(self.client.clone(), &self.prefix))
+        Arc::new(super::cache::redis::RedisCache::new(self.client.clone(), &self.prefix))
     }
 
     pub fn rate_limiter(&self, quotas: &[(LimitKind, Quota)]) -> Arc<dyn RateLimiter> {
-        Arc::new(ratelimit::RedisRateLimiter::new(self.client.clone(), &self.prefix, quotas))
+        Arc::new(super::ratelimit::redis::RedisRateLimiter::new(self.client.clone(), &self.prefix, quotas))
     }
 
     /// Starts the pub/sub lag probe on the channel `P:probe:{node}`.
@@ -117,9 +121,12 @@ impl Cluster {
         let channel = format!("{}:probe:{}", self.prefix, self.node_id);
         crate::telemetry::pubsub_lag::spawn(self.client.clone(), self.probe.clone(), channel)
     }
+}
 
+#[async_trait::async_trait]
+impl SharedBackend for Cluster {
     /// Both clients connected and Redis answering PING within `within`.
-    pub async fn ping(&self, within: Duration) -> bool {
+    async fn ping(&self, within: Duration) -> bool {
         if !self.client.is_connected() || !self.subscriber.is_connected() {
             return false;
         }
@@ -127,7 +134,7 @@ impl Cluster {
         matches!(tokio::time::timeout(within, ping).await, Ok(Ok(_)))
     }
 
-    pub async fn quit(&self) {
+    async fn quit(&self) {
         let _ = tokio::time::timeout(Duration::from_secs(2), async {
             let _ = self.probe.quit().await;
             let _ = self.subscriber.quit().await;

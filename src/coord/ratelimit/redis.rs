@@ -50,7 +50,7 @@ impl RateLimiter for RedisRateLimiter {
             self.script.evalsha_with_reload(&self.client, k, vec![interval_ms, u64::from(q.limit)]),
         )
         .await
-        .map_err(|e| CoordError::Unavailable(e.to_string()))?;
+        .map_err(CoordError::from)?;
         Ok(if wait == 0 { Ok(()) } else { Err(Duration::from_millis(wait)) })
     }
 }

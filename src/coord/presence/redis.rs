@@ -114,10 +114,6 @@ fn script(body: &str) -> Script {
     Script::from_lua(format!("{NOW}{body}"))
 }
 
-fn unavailable(e: fred::error::Error) -> CoordError {
-    CoordError::Unavailable(e.to_string())
-}
-
 impl RedisPresence {
     pub fn new(client: Client, prefix: &str, node: &str, ttl: Duration) -> Self {
         Self {
@@ -141,7 +137,7 @@ impl PresenceBackend for RedisPresence {
         let before: i64 =
             redis_op("presence_add", self.add.evalsha_with_reload(&self.client, Vec::<String>::new(), args))
                 .await
-                .map_err(unavailable)?;
+                .map_err(CoordError::from)?;
         Ok(before == 0)
     }
 
@@ -150,7 +146,7 @@ impl PresenceBackend for RedisPresence {
         let t: i64 =
             redis_op("presence_remove", self.remove.evalsha_with_reload(&self.client, Vec::<String>::new(), args))
                 .await
-                .map_err(unavailable)?;
+                .map_err(CoordError::from)?;
         Ok((t > 0).then(|| from_millis(t)))
     }
 
@@ -164,7 +160,7 @@ impl PresenceBackend for RedisPresence {
         let flat: Vec<fred::types::Value> =
             redis_op("presence_status", self.status.evalsha_with_reload(&self.client, Vec::<String>::new(), args))
                 .await
-                .map_err(unavailable)?;
+                .map_err(CoordError::from)?;
         Ok(users
             .iter()
             .zip(flat.chunks(2))
@@ -186,7 +182,7 @@ impl PresenceBackend for RedisPresence {
                 self.refresh.evalsha_with_reload(&self.client, Vec::<String>::new(), args),
             )
             .await
-            .map_err(unavailable)?;
+            .map_err(CoordError::from)?;
         }
         Ok(())
     }
@@ -196,7 +192,7 @@ impl PresenceBackend for RedisPresence {
         let _: () =
             redis_op("presence_leave", self.client.zadd(key, None, None, false, false, (0.0, self.node.to_string())))
                 .await
-                .map_err(unavailable)?;
+                .map_err(CoordError::from)?;
         Ok(())
     }
 
@@ -205,7 +201,7 @@ impl PresenceBackend for RedisPresence {
         let flat: Vec<String> =
             redis_op("presence_reap", self.reap.evalsha_with_reload(&self.client, Vec::<String>::new(), args))
                 .await
-                .map_err(unavailable)?;
+                .map_err(CoordError::from)?;
         Ok(flat.chunks(2).filter_map(|c| Some((c.first()?.clone(), from_millis(c.get(1)?.parse().ok()?)))).collect())
     }
 }

@@ -1,5 +1,5 @@
 //! Cached conversation lists and unread counts in Redis, with per-user generations (see
-//! `crate::coord`): `P:gen:{user}` (a fresh random value on every write that affects the user,
+//! `crate::coord::cache`): `P:gen:{user}` (a fresh random value on every write that affects the user,
 //! one `SET … EX` where INCR + EXPIRE took two; kept a day, far longer than any value) and values
 //! under `P:cache:{kind}:{user}:{gen}:{variant}`.
 
@@ -41,10 +41,6 @@ impl RedisCache {
     }
 }
 
-fn unavailable(e: fred::error::Error) -> CoordError {
-    CoordError::Unavailable(e.to_string())
-}
-
 #[async_trait]
 impl Cache for RedisCache {
     async fn get(&self, kind: CacheKind, user: &str, variant: &str) -> CoordResult<(Option<String>, Generation)> {
@@ -53,7 +49,7 @@ impl Cache for RedisCache {
         let (g, v): (String, Option<String>) =
             redis_op("cache_get", self.get.evalsha_with_reload(&self.client, self.gen_key(user), vec![head, tail]))
                 .await
-                .map_err(unavailable)?;
+                .map_err(CoordError::from)?;
         Ok((v, g.parse().unwrap_or(0)))
     }
 
@@ -69,7 +65,7 @@ impl Cache for RedisCache {
         let ttl = Expiration::EX(kind.ttl().as_secs() as i64);
         redis_op("cache_put", self.client.set::<(), _, _>(key, value, Some(ttl), None, false))
             .await
-            .map_err(unavailable)
+            .map_err(CoordError::from)
     }
 
     async fn invalidate(&self, users: &[&str]) -> CoordResult<()> {
@@ -78,9 +74,9 @@ impl Cache for RedisCache {
             // Positive (Redis integers are signed) and never 0, the generation no write made.
             let fresh = (rand::random::<u64>() >> 1).max(1) as i64;
             let ttl = Some(Expiration::EX(GEN_TTL_SECS));
-            let _: () = pipe.set(self.gen_key(u), fresh, ttl, None, false).await.map_err(unavailable)?;
+            let _: () = pipe.set(self.gen_key(u), fresh, ttl, None, false).await.map_err(CoordError::from)?;
         }
-        redis_op("cache_invalidate", pipe.all::<Vec<fred::types::Value>>()).await.map_err(unavailable)?;
+        redis_op("cache_invalidate", pipe.all::<Vec<fred::types::Value>>()).await.map_err(CoordError::from)?;
         Ok(())
     }
 }

@@ -1,0 +1,53 @@
+//! Fan-out: server events to sockets, on every node. The domain calls [`Fanout::publish`] with
+//! a typed [`ServerEvent`]; transports never emit domain events themselves.
+//!
+//! Backends: [`socketio`] over socketioxide's adapter, the local adapter in the embedded
+//! default and the Redis adapter (sharded pub/sub through [`crate::coord::redis`]) in cluster
+//! mode; [`memory`] records what was published, for unit tests of the domain.
+
+use std::{collections::HashSet, time::Duration};
+
+use async_trait::async_trait;
+
+pub mod event;
+pub mod memory;
+pub mod socketio;
+
+pub use event::ServerEvent;
+
+/// Who receives an event. A socket in several target rooms receives an event once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Audience {
+    /// Every socket of these users, on every node.
+    Users(Vec<String>),
+    /// The sockets of `user` that joined `conversation` (typing goes only to the other side).
+    Joined { conversation: String, user: String },
+    /// One socket of this node (the one a command came from).
+    Socket(String),
+}
+
+impl Audience {
+    pub fn user(user: &str) -> Self {
+        Self::Users(vec![user.to_owned()])
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("fan-out failed: {0}")]
+pub struct FanoutError(pub String);
+
+#[async_trait]
+pub trait Fanout: Send + Sync + 'static {
+    /// Serializes `event` once and delivers it to every socket of `to`.
+    async fn publish(&self, to: Audience, event: &ServerEvent<'_>) -> Result<(), FanoutError>;
+    /// Ids of the sockets connected to this node (for the presence sweep).
+    fn local_socket_ids(&self) -> HashSet<String>;
+    /// Sockets connected to this node by transport: (websocket, long-polling), for the gauges.
+    fn local_transports(&self) -> (usize, usize) {
+        (0, 0)
+    }
+    /// Closes every transport on this node without a namespace disconnect, so clients see
+    /// `transport close` and reconnect (elsewhere) by themselves. Bounded by `within`; nothing
+    /// is published afterwards.
+    async fn close(&self, within: Duration);
+}

@@ -1,0 +1,87 @@
+//! Fan-out through socketioxide: one implementation over any adapter, so the local adapter
+//! (embedded default) and the Redis adapter (cluster mode) share it.
+//!
+//! Audiences are rooms: `u:{user}` (every socket of a user, joined on connect) and
+//! `c:{conversation}:{user}` (one user's sockets that joined a conversation). A socket in
+//! several target rooms receives an emit once.
+
+use std::{collections::HashSet, str::FromStr, time::Duration};
+
+use async_trait::async_trait;
+use socketioxide::{SocketIo, adapter::Adapter, socket::Sid};
+use tokio::sync::RwLock;
+
+use super::{Audience, Fanout, FanoutError, ServerEvent};
+
+/// Room of every socket of a user, on every node.
+pub fn user_room(user: &str) -> String {
+    format!("u:{user}")
+}
+
+/// Room of one user's sockets that joined a conversation.
+pub fn conversation_room(conversation: &str, user: &str) -> String {
+    format!("c:{conversation}:{user}")
+}
+
+/// The io handle plus a "closed" latch: socketioxide panics on an emit after `close()`, so
+/// emits hold a read lock and `close` takes the write lock (waiting for in-flight emits).
+pub struct SocketIoFanout<A: Adapter> {
+    io: SocketIo<A>,
+    closed: RwLock<bool>,
+}
+
+impl<A: Adapter> SocketIoFanout<A> {
+    pub fn new(io: SocketIo<A>) -> Self {
+        Self { io, closed: RwLock::new(false) }
+    }
+}
+
+#[async_trait]
+impl<A: Adapter> Fanout for SocketIoFanout<A> {
+    async fn publish(&self, to: Audience, event: &ServerEvent<'_>) -> Result<(), FanoutError> {
+        let closed = self.closed.read().await;
+        if *closed {
+            return Err(FanoutError("node is shutting down".into()));
+        }
+        let rooms = match to {
+            Audience::Users(users) => users.iter().map(|u| user_room(u)).collect(),
+            Audience::Joined { conversation, user } => vec![conversation_room(&conversation, &user)],
+            Audience::Socket(id) => {
+                // The caller's own socket is on this node: no broadcast needed. A socket that
+                // went away meanwhile has no one left to tell.
+                let socket = Sid::from_str(&id).ok().and_then(|sid| self.io.get_socket(sid));
+                match socket.map(|s| s.emit(event.name(), event)) {
+                    Some(Err(e)) => tracing::debug!(error = %e, event = event.name(), "event to a closing socket"),
+                    None => tracing::debug!(event = event.name(), "event to a socket that is gone"),
+                    Some(Ok(())) => {}
+                }
+                return Ok(());
+            }
+        };
+        let res = self.io.to(rooms).emit(event.name(), event).await;
+        drop(closed);
+        res.map_err(|e| FanoutError(e.to_string()))
+    }
+
+    fn local_socket_ids(&self) -> HashSet<String> {
+        self.io.local().sockets().iter().map(|s| s.id.to_string()).collect()
+    }
+
+    fn local_transports(&self) -> (usize, usize) {
+        let sockets = self.io.local().sockets();
+        let ws =
+            sockets.iter().filter(|s| matches!(s.transport_type(), socketioxide::TransportType::Websocket)).count();
+        (ws, sockets.len() - ws)
+    }
+
+    async fn close(&self, within: Duration) {
+        let fut = async {
+            let mut closed = self.closed.write().await;
+            *closed = true;
+            self.io.close().await;
+        };
+        if tokio::time::timeout(within, fut).await.is_err() {
+            tracing::warn!("closing sockets timed out");
+        }
+    }
+}
