@@ -107,6 +107,9 @@ pub struct Config {
     /// On SIGTERM: the whole shutdown must finish within this many seconds.
     #[arg(long, env = "CHAT_SHUTDOWN_GRACE_SECS", default_value_t = 20)]
     pub shutdown_grace_secs: u64,
+    /// The built web client served at `/` (default: `web/dist`, when it holds an index.html).
+    #[arg(long, env = "CHAT_WEB_DIR")]
+    pub web_dir: Option<PathBuf>,
 }
 
 impl Config {
