@@ -24,6 +24,8 @@ pub enum Command {
     Token(TokenArgs),
     /// Create the store's tables/indexes (also done idempotently at start).
     Migrate,
+    /// Print the OpenAPI document of the REST API (the committed copy is docs/openapi.json).
+    Openapi,
 }
 
 #[derive(Debug, Args)]

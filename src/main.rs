@@ -16,12 +16,17 @@ use jobsphere_chat::{
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Some(Command::Openapi) = cli.command {
+        print!("{}", jobsphere_chat::http::openapi::document());
+        return Ok(());
+    }
     cli.config.validate().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         match cli.command.unwrap_or(Command::Serve) {
             Command::Serve => serve(cli.config).await,
             Command::Token(args) => token(cli.config, args).await,
+            Command::Openapi => Ok(()),
             Command::Migrate => {
                 jobsphere_chat::app::open_store(&cli.config).await?;
                 eprintln!("store migrated");

@@ -44,19 +44,23 @@ pub fn enabled(config: &Config) -> bool {
     !config.is_cluster() && config.jwt_secret.is_none() && config.jwt_public_key_file.is_none()
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = DevSignInStatus)]
 struct SignInStatus {
     enabled: bool,
 }
 
 /// GET /api/dev/sign-in: `{enabled}`, so a client knows whether to offer the form.
+#[utoipa::path(get, path = "/api/dev/sign-in", tag = "development", summary = "Whether this node offers the development sign-in",
+    responses((status = 200, body = super::openapi::Success<SignInStatus>)))]
 async fn get_sign_in(State(st): State<AppState>) -> Response {
     success(StatusCode::OK, "development sign-in", SignInStatus { enabled: enabled(&st.config) })
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = DevSignInRequest)]
 struct SignInBody {
     user_id: String,
     #[serde(default)]
@@ -65,8 +69,9 @@ struct SignInBody {
     role: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = DevSignedIn)]
 struct SignedIn {
     token: String,
     expires_in_secs: u64,
@@ -74,6 +79,11 @@ struct SignedIn {
 }
 
 /// POST /api/dev/sign-in {userId, name?, role?}: a token for that user, who is registered.
+#[utoipa::path(post, path = "/api/dev/sign-in", tag = "development", request_body = SignInBody,
+    summary = "A token for any user (embedded default with the generated secret only)",
+    responses((status = 200, body = super::openapi::Success<SignedIn>),
+        (status = 403, description = "cluster mode or a configured JWT key", body = super::openapi::ErrorBody),
+        (status = 400, description = "a bad field", body = super::openapi::ErrorBody)))]
 async fn post_sign_in(State(st): State<AppState>, ApiJson(b): ApiJson<SignInBody>) -> Result<Response, ApiError> {
     if !enabled(&st.config) {
         return Ok(refused());

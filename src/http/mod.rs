@@ -16,6 +16,7 @@ pub mod dev_login;
 pub mod extract;
 pub mod health;
 pub mod layers;
+pub mod openapi;
 pub mod users;
 pub mod web;
 
@@ -25,6 +26,7 @@ pub fn router(state: AppState) -> Router {
         .merge(conversations::router())
         .merge(users::router())
         .merge(dev_login::router())
+        .merge(openapi::router())
         .fallback(|| async { crate::error::ApiError::NotFound("route") });
     let app = layers::rest(api).merge(health::router());
     web::attach(app, &state.config).with_state(state)
