@@ -212,7 +212,7 @@ pub struct ParticipantView {
     pub online: bool,
 }
 
-/// A conversation as shown to one user (DESIGN §5).
+/// A conversation as shown to one user: participants as user objects, the caller's unread count.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConversationView {
