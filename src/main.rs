@@ -1,4 +1,5 @@
-//! `jobsphere-chat [serve|token|migrate]`: parse configuration, set up telemetry, run.
+//! `jobsphere-chat [serve|token|migrate|healthcheck|probe]`: parse configuration, set up
+//! telemetry, run.
 
 use std::time::Duration;
 
@@ -20,10 +21,17 @@ fn main() -> anyhow::Result<()> {
         print!("{}", jobsphere_chat::http::openapi::document());
         return Ok(());
     }
+    // The checks run beside a node (same environment) and need none of its configuration rules.
+    if let Some(Command::Healthcheck(args)) = &cli.command {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        return runtime.block_on(jobsphere_chat::probe::healthcheck(&cli.config, args));
+    }
     cli.config.validate().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         match cli.command.unwrap_or(Command::Serve) {
+            Command::Healthcheck(args) => jobsphere_chat::probe::healthcheck(&cli.config, &args).await,
+            Command::Probe(args) => jobsphere_chat::probe::probe(&cli.config, &args).await,
             Command::Serve => serve(cli.config).await,
             Command::Token(args) => token(cli.config, args).await,
             Command::Openapi => Ok(()),
@@ -36,7 +44,11 @@ fn main() -> anyhow::Result<()> {
     })
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(mut config: Config) -> anyhow::Result<()> {
+    // `cargo run` from the repository serves the built client without configuration.
+    if config.web_dir.is_none() && std::path::Path::new("web/dist/index.html").is_file() {
+        config.web_dir = Some("web/dist".into());
+    }
     let telemetry = telemetry::init_tracing(&config)?;
     telemetry::init_metrics(&config).context("starting the metrics endpoint")?;
     let listener =

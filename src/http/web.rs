@@ -1,4 +1,5 @@
-//! The built web client (`web/dist`, or `CHAT_WEB_DIR`) served at `/` as static files.
+//! The built web client (`CHAT_WEB_DIR`; `jobsphere-chat serve` defaults it to `web/dist` when
+//! that holds a build) served at `/` as static files.
 //!
 //! Unknown `/api/…` paths keep their JSON 404; any other unknown path gets `index.html`, so the
 //! client's own links survive a reload. Without a built client, every unknown path is the JSON
@@ -19,11 +20,15 @@ use tower_http::services::{ServeDir, ServeFile};
 
 use crate::{app::AppState, config::Config, error::ApiError};
 
-/// Where the client is: `CHAT_WEB_DIR`, else `web/dist` under the working directory, if it
-/// holds an `index.html`.
+/// Where the client is: `CHAT_WEB_DIR`, if it holds an `index.html`.
 pub fn dir(config: &Config) -> Option<PathBuf> {
-    let dir = config.web_dir.clone().unwrap_or_else(|| PathBuf::from("web/dist"));
-    dir.join("index.html").is_file().then_some(dir)
+    let dir = config.web_dir.clone()?;
+    if dir.join("index.html").is_file() {
+        Some(dir)
+    } else {
+        tracing::warn!(dir = %dir.display(), "CHAT_WEB_DIR has no index.html: no web client served");
+        None
+    }
 }
 
 /// Puts the client behind every path no route matched.
@@ -42,7 +47,8 @@ fn service(
     tower::service_fn(move |req: Request| {
         let files = files.clone();
         async move {
-            if req.uri().path().starts_with("/api/") {
+            let path = req.uri().path();
+            if path == "/api" || path.starts_with("/api/") {
                 Ok(ApiError::NotFound("route").into_response())
             } else {
                 files.oneshot(req).await.map(IntoResponse::into_response)
