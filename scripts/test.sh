@@ -33,6 +33,12 @@ bash tests/prometheus/check.sh
 step "cluster operations checks (real Prometheus over 3 nodes, nginx LB + rolling restart, OTLP traces)"
 CHAT_BIN="$PWD/target/debug/jobsphere-chat" bash tests/ops/check.sh
 
+step "docs checks (OpenAPI generated = committed, AsyncAPI parser, config table, README helm command, no outside references)"
+CHAT_BIN="$PWD/target/debug/jobsphere-chat" bash tests/docs/check.sh
+
+step "browser tests of the web client (headless Chromium, two users on different nodes behind nginx)"
+CHAT_BIN="$PWD/target/debug/jobsphere-chat" bash tests/browser/check.sh
+
 step "k6 load scripts (tiny settings, so they never rot)"
 CHAT_BIN="$PWD/target/debug/jobsphere-chat" bash tests/load/k6_smoke.sh
 

@@ -28,6 +28,8 @@ pub enum Command {
     Token(TokenArgs),
     /// Create the store's tables/indexes (also done idempotently at start).
     Migrate,
+    /// Print the OpenAPI document of the REST API (the committed copy is docs/openapi.json).
+    Openapi,
     /// GET /healthz (or /readyz) of a node; exit code 0 when it answers 200 (container
     /// HEALTHCHECK, exec probes: the image has no curl).
     Healthcheck(HealthcheckArgs),
@@ -156,6 +158,9 @@ pub struct Config {
     /// On SIGTERM: the whole shutdown must finish within this many seconds.
     #[arg(long, env = "CHAT_SHUTDOWN_GRACE_SECS", default_value_t = 20)]
     pub shutdown_grace_secs: u64,
+    /// The built web client served at `/` (default: `web/dist`, when it holds an index.html).
+    #[arg(long, env = "CHAT_WEB_DIR")]
+    pub web_dir: Option<PathBuf>,
 }
 
 impl Config {

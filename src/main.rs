@@ -17,6 +17,10 @@ use jobsphere_chat::{
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Some(Command::Openapi) = cli.command {
+        print!("{}", jobsphere_chat::http::openapi::document());
+        return Ok(());
+    }
     // The checks run beside a node (same environment) and need none of its configuration rules.
     if let Some(Command::Healthcheck(args)) = &cli.command {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -30,6 +34,7 @@ fn main() -> anyhow::Result<()> {
             Command::Probe(args) => jobsphere_chat::probe::probe(&cli.config, &args).await,
             Command::Serve => serve(cli.config).await,
             Command::Token(args) => token(cli.config, args).await,
+            Command::Openapi => Ok(()),
             Command::Migrate => {
                 jobsphere_chat::node::open_store(&cli.config).await?;
                 eprintln!("store migrated");
@@ -39,7 +44,11 @@ fn main() -> anyhow::Result<()> {
     })
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(mut config: Config) -> anyhow::Result<()> {
+    // `cargo run` from the repository serves the built client without configuration.
+    if config.web_dir.is_none() && std::path::Path::new("web/dist/index.html").is_file() {
+        config.web_dir = Some("web/dist".into());
+    }
     let telemetry = telemetry::init_tracing(&config)?;
     telemetry::init_metrics(&config).context("starting the metrics endpoint")?;
     let listener =

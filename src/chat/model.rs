@@ -1,5 +1,5 @@
-//! Domain records and their JSON shapes (field names follow the existing JobSphere
-//! clients). Times are UTC, truncated to milliseconds so that every store round-trips them.
+//! Domain records and their JSON shapes (field names follow the existing JobSphere clients,
+//! DESIGN §5). Times are UTC, truncated to milliseconds so that every store round-trips them.
 
 use std::fmt;
 
@@ -33,7 +33,7 @@ pub mod ts_format {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Customer,
@@ -59,7 +59,7 @@ impl Role {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct User {
     #[serde(rename = "_id")]
     pub id: String,
@@ -71,7 +71,7 @@ pub struct User {
     pub avatar: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum MessageType {
     Text,
@@ -100,7 +100,7 @@ impl MessageType {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum MessageStatus {
     Sent,
@@ -202,7 +202,7 @@ impl Conversation {
 }
 
 /// A participant as shown to clients.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ParticipantView {
     #[serde(rename = "_id")]
     pub id: String,
@@ -212,8 +212,8 @@ pub struct ParticipantView {
     pub online: bool,
 }
 
-/// A conversation as shown to one user.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A conversation as shown to one user: participants as user objects, the caller's unread count.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ConversationView {
     #[serde(rename = "_id")]
@@ -223,8 +223,10 @@ pub struct ConversationView {
     pub last_message: Option<Message>,
     pub unread_count: i64,
     #[serde(with = "ts_format")]
+    #[schema(value_type = String, format = DateTime)]
     pub created_at: Timestamp,
     #[serde(with = "ts_format")]
+    #[schema(value_type = String, format = DateTime)]
     pub updated_at: Timestamp,
 }
 

@@ -28,8 +28,10 @@ pub fn router() -> Router<AppState> {
         .route("/api/chat/conversations/{id}/read", post(mark_read))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListParams {
+    /// Page size, 1-100 (default 20).
     limit: Option<u32>,
     cursor: Option<String>,
 }
@@ -43,6 +45,9 @@ fn limit(v: Option<u32>, default: u32, max: u32) -> Result<u32, ApiError> {
 }
 
 /// GET /api/chat/conversations?limit=20&cursor=
+#[utoipa::path(get, path = "/api/chat/conversations", tag = "conversations", params(ListParams),
+    summary = "My conversations, most recent activity first",
+    responses((status = 200, body = super::openapi::Success<crate::chat::responses::ConversationPage>), super::openapi::Errors))]
 async fn list_conversations(
     State(st): State<AppState>,
     Caller(me): Caller,
@@ -52,8 +57,9 @@ async fn list_conversations(
     Ok(success(StatusCode::OK, "conversations", page))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = CreateConversationRequest)]
 struct CreateBody {
     participant_id: String,
     #[serde(default)]
@@ -61,6 +67,12 @@ struct CreateBody {
 }
 
 /// POST /api/chat/conversations {participantId, jobId?}: 201 created, 200 existing.
+#[utoipa::path(post, path = "/api/chat/conversations", tag = "conversations", request_body = CreateBody,
+    summary = "The conversation between me and another user about a job (created if new)",
+    responses(
+        (status = 201, description = "created", body = super::openapi::Success<crate::chat::model::ConversationView>),
+        (status = 200, description = "it existed", body = super::openapi::Success<crate::chat::model::ConversationView>),
+        super::openapi::Errors))]
 async fn create_conversation(
     State(st): State<AppState>,
     Caller(me): Caller,
@@ -74,14 +86,20 @@ async fn create_conversation(
     })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct HistoryParams {
+    /// Page size, 1-100 (default 50).
     limit: Option<u32>,
     before: Option<i64>,
     page: Option<u64>,
 }
 
 /// GET /api/chat/conversations/:id/messages?limit=50&before=SEQ (or page=N)
+#[utoipa::path(get, path = "/api/chat/conversations/{id}/messages", tag = "messages",
+    params(("id" = String, Path, description = "conversation id"), HistoryParams),
+    summary = "History: the newest page first, messages in a page oldest first",
+    responses((status = 200, body = super::openapi::Success<crate::chat::responses::HistoryPage>), super::openapi::Errors))]
 async fn list_messages(
     State(st): State<AppState>,
     Caller(me): Caller,
@@ -102,8 +120,9 @@ async fn list_messages(
     Ok(success(StatusCode::OK, "messages", page))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = SendMessageRequest)]
 struct SendBody {
     content: String,
     #[serde(default)]
@@ -113,6 +132,13 @@ struct SendBody {
 }
 
 /// POST /api/chat/conversations/:id/messages: same effects and events as `send_message`.
+#[utoipa::path(post, path = "/api/chat/conversations/{id}/messages", tag = "messages",
+    params(("id" = String, Path, description = "conversation id")), request_body = SendBody,
+    summary = "Send a message (same effects and events as the send_message event)",
+    responses(
+        (status = 201, description = "stored", body = super::openapi::Success<super::openapi::SentMessage>),
+        (status = 200, description = "a repeat of an earlier clientMessageId: the stored message", body = super::openapi::Success<super::openapi::SentMessage>),
+        super::openapi::Errors))]
 async fn send_message(
     State(st): State<AppState>,
     Caller(me): Caller,
@@ -130,14 +156,19 @@ async fn send_message(
     Ok(success(status, "message sent", MessageBody { message: &sent.message }))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = MarkReadRequest)]
 struct ReadBody {
     #[serde(default)]
     up_to_seq: Option<i64>,
 }
 
 /// POST /api/chat/conversations/:id/read {upToSeq?}
+#[utoipa::path(post, path = "/api/chat/conversations/{id}/read", tag = "messages",
+    params(("id" = String, Path, description = "conversation id")), request_body(content = Option<ReadBody>, description = "optional; none = everything"),
+    summary = "Mark the other side's messages read (same as the mark_as_read event)",
+    responses((status = 200, body = super::openapi::Success<crate::chat::responses::ReadResult>), super::openapi::Errors))]
 async fn mark_read(
     State(st): State<AppState>,
     Caller(me): Caller,

@@ -15,6 +15,8 @@ pub fn router() -> Router<AppState> {
 }
 
 /// GET /healthz
+#[utoipa::path(get, path = "/healthz", tag = "health", summary = "Liveness: the process answers",
+    responses((status = 200, body = super::openapi::Health)))]
 async fn get_healthz() -> impl IntoResponse {
     Json(HealthBody { status: "ok" })
 }
@@ -31,6 +33,8 @@ struct ReadyBody {
 }
 
 /// GET /readyz
+#[utoipa::path(get, path = "/readyz", tag = "health", summary = "Readiness: store and Redis reachable, not draining",
+    responses((status = 200, body = super::openapi::Ready), (status = 503, description = "not ready", body = super::openapi::Ready)))]
 async fn get_readyz(State(st): State<AppState>) -> impl IntoResponse {
     let report = st.readiness(CHECK_TIMEOUT).await;
     let code = if report.ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };

@@ -15,16 +15,22 @@ pub fn router() -> Router<AppState> {
 }
 
 /// GET /api/chat/unread
+#[utoipa::path(get, path = "/api/chat/unread", tag = "users", summary = "My unread counts",
+    responses((status = 200, body = super::openapi::Success<crate::chat::responses::UnreadSummary>), super::openapi::Errors))]
 async fn get_unread(State(st): State<AppState>, Caller(me): Caller) -> Result<Response, ApiError> {
     Ok(success(StatusCode::OK, "unread counts", st.chat.unread(&me).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct StatusParams {
+    /// Comma-separated user ids, at most 200.
     ids: Option<String>,
 }
 
 /// GET /api/chat/users/status?ids=a,b
+#[utoipa::path(get, path = "/api/chat/users/status", tag = "users", params(StatusParams), summary = "Presence of users",
+    responses((status = 200, body = super::openapi::Success<super::openapi::Statuses>), super::openapi::Errors))]
 async fn get_status(
     State(st): State<AppState>,
     Caller(_me): Caller,

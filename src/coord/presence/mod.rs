@@ -17,12 +17,13 @@ pub mod tracker;
 pub use tracker::{PresenceTracker, Transition};
 
 /// One user's presence as reported to clients.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UserStatus {
     pub user_id: String,
     pub online: bool,
     #[serde(with = "opt_ts")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub last_seen: Option<Timestamp>,
 }
 
