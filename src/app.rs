@@ -89,19 +89,38 @@ impl AppState {
 
 /// Opens the configured store (SQLite in `CHAT_DATA_DIR`, or MongoDB) and migrates it.
 pub async fn open_store(config: &Config) -> anyhow::Result<(Arc<dyn Store>, Option<Arc<SqliteStore>>)> {
-    let (store, sqlite): (Arc<dyn Store>, Option<Arc<SqliteStore>>) = match &config.mongodb_uri {
-        Some(uri) => (crate::store::mongo::connect(uri, &config.mongodb_db).await?, None),
-        None => {
-            let s = Arc::new(
-                SqliteStore::open_dir(&config.data_dir, config.sqlite_synchronous)
-                    .context("opening the SQLite store")?,
-            );
-            (s.clone(), Some(s))
-        }
-    };
-    let store: Arc<dyn Store> = Arc::new(MeteredStore(store));
+    let (store, sqlite) = connect_store(config).await?;
     store.migrate().await.context("migrating the store")?;
     Ok((store, sqlite))
+}
+
+/// As [`open_store`], for a serving node: a MongoDB that does not answer yet is not fatal. The
+/// node starts not-ready and the store migrates itself once MongoDB answers (as with Redis).
+/// Anything else (conflicting indexes, foreign documents) still stops the start.
+async fn open_store_serving(config: &Config) -> anyhow::Result<(Arc<dyn Store>, Option<Arc<SqliteStore>>)> {
+    let (store, sqlite) = connect_store(config).await?;
+    match store.migrate().await {
+        Err(crate::store::StoreError::Unavailable(e)) if config.mongodb_uri.is_some() => {
+            tracing::warn!(error = %e, "MongoDB does not answer: starting not-ready until it does");
+        }
+        other => other.context("migrating the store")?,
+    }
+    Ok((store, sqlite))
+}
+
+async fn connect_store(config: &Config) -> anyhow::Result<(Arc<dyn Store>, Option<Arc<SqliteStore>>)> {
+    let (store, sqlite): (Arc<dyn Store>, Option<Arc<SqliteStore>>) =
+        match crate::store::mongo::MongoSettings::from_config(config) {
+            Some(settings) => (crate::store::mongo::connect(&settings).await?, None),
+            None => {
+                let s = Arc::new(
+                    SqliteStore::open_dir(&config.data_dir, config.sqlite_synchronous)
+                        .context("opening the SQLite store")?,
+                );
+                (s.clone(), Some(s))
+            }
+        };
+    Ok((Arc::new(MeteredStore(store)), sqlite))
 }
 
 /// Runs a node on `listener` until `shutdown` resolves, then drains (DESIGN §8).
@@ -113,7 +132,7 @@ pub async fn run(
     config.validate()?;
     let node_id = config.node_id();
     let jwt = Jwt::from_config(&config).context("loading JWT key material")?;
-    let (store, sqlite) = open_store(&config).await?;
+    let (store, sqlite) = open_store_serving(&config).await?;
     let message_quota = Quota { limit: config.rate_limit_messages, window: config.rate_limit_window() };
     let connect_quota = Quota { limit: config.rate_limit_connects, window: config.connect_window() };
 
