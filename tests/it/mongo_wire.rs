@@ -377,7 +377,10 @@ async fn mongo_wire_commands_carry_the_deadline_and_the_enforced_concerns() {
     }
     for c in &received {
         let name = name_of(c);
-        if matches!(name.as_str(), "find" | "update" | "findAndModify" | "aggregate" | "distinct") || name == "ping" {
+        // Single-document updates stay the driver's retryable writes, bounded by wtimeout (ops.rs).
+        let multi =
+            c.get_array("updates").is_ok_and(|u| u[0].as_document().is_some_and(|d| d.get_bool("multi") == Ok(true)));
+        if matches!(name.as_str(), "find" | "findAndModify" | "aggregate" | "distinct" | "ping") || multi {
             assert_eq!(
                 c.get("maxTimeMS").and_then(Bson::as_i64).or_else(|| c.get_i32("maxTimeMS").ok().map(i64::from)),
                 Some(ms),
