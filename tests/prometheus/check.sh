@@ -69,8 +69,8 @@ check "promtool test rules deploy/prometheus/alerts.test.yml" \
 check "promtool check config deploy/prometheus/prometheus.yml" \
     promtool check config deploy/prometheus/prometheus.yml
 
-check "alert conventions (for, severity, summary/description/runbook) and test coverage" python3 - <<'PY'
-import sys, yaml
+check "alert conventions (for, severity, summary/description/runbook_url to docs/runbooks, namespace+job) and test coverage" python3 - <<'PY'
+import pathlib, re, sys, yaml
 
 rules = yaml.safe_load(open("deploy/prometheus/alerts.yml"))
 tests = yaml.safe_load(open("deploy/prometheus/alerts.test.yml"))
@@ -85,9 +85,34 @@ for r in alerts:
         errors.append(f"{n}: no `for:`")
     if r.get("labels", {}).get("severity") not in ("critical", "warning", "info"):
         errors.append(f"{n}: severity must be critical, warning or info")
-    for a in ("summary", "description", "runbook"):
+    for a in ("summary", "description", "runbook_url"):
         if not r.get("annotations", {}).get(a):
             errors.append(f"{n}: no `{a}` annotation")
+    if "runbook" in r.get("annotations", {}):
+        errors.append(f"{n}: `runbook` annotation (tools read `runbook_url`)")
+    # runbook_url names a section of a real file in docs/runbooks/.
+    url = r.get("annotations", {}).get("runbook_url", "")
+    m = re.search(r"/docs/runbooks/([a-z0-9-]+\.md)#([a-z0-9-]+)$", url)
+    if not m:
+        errors.append(f"{n}: runbook_url {url!r} is not .../docs/runbooks/FILE.md#anchor")
+    else:
+        doc = pathlib.Path("docs/runbooks") / m.group(1)
+        anchors = set()
+        if doc.exists():
+            for line in doc.read_text().splitlines():
+                if line.startswith("#"):
+                    # GitHub's anchors: lower case, spaces to dashes, punctuation dropped.
+                    t = line.lstrip("#").strip().lower()
+                    anchors.add(re.sub(r"[^a-z0-9 -]", "", t).replace(" ", "-"))
+        if not doc.exists():
+            errors.append(f"{n}: {doc} does not exist")
+        elif m.group(2) not in anchors:
+            errors.append(f"{n}: {doc} has no section #{m.group(2)}")
+    # Multi-release safety: aggregations keep namespace and job.
+    for by in re.findall(r"\b(?:by|on)\s*\(([^)]*)\)", str(r["expr"])):
+        grouping = {x.strip() for x in by.split(",")}
+        if "job" in grouping and "namespace" not in grouping:
+            errors.append(f"{n}: aggregates by job without namespace: ({by})")
 
 firing, quiet = set(), set()
 for t in tests["tests"]:
@@ -127,12 +152,23 @@ want(d.get("title"), "no title")
 variables = {v.get("name"): v for v in d.get("templating", {}).get("list", [])}
 ds = variables.get("datasource", {})
 want(ds.get("type") == "datasource" and ds.get("query") == "prometheus", "variable `datasource` of type datasource/prometheus")
-node = variables.get("node", {})
-q = node.get("query")
-q = q.get("query") if isinstance(q, dict) else q
-want(node.get("type") == "query" and q == "label_values(chat_node_info, node)", "variable `node` = label_values(chat_node_info, node)")
-want(node.get("multi") is True and node.get("includeAll") is True, "variable `node` multi + include All")
-want(node.get("datasource", {}).get("uid") == "${datasource}", "variable `node` uses ${datasource}")
+def query_of(v):
+    q = v.get("query")
+    return q.get("query") if isinstance(q, dict) else q
+want([v.get("name") for v in d.get("templating", {}).get("list", [])] == ["datasource", "namespace", "job", "node"],
+     "variables in order: datasource, namespace, job (release), node")
+for name, q in (
+    ("namespace", "label_values(chat_node_info, namespace)"),
+    ("job", 'label_values(chat_node_info{namespace=~"$namespace"}, job)'),
+    ("node", 'label_values(chat_node_info{namespace=~"$namespace",job=~"$job"}, node)'),
+):
+    v = variables.get(name, {})
+    want(v.get("type") == "query" and query_of(v) == q, f"variable `{name}` = {q}")
+    want(v.get("multi") is True and v.get("includeAll") is True, f"variable `{name}` multi + include All")
+    # `.*` (not Grafana's list of values) so that series without the label (local runs without
+    # Kubernetes have no `namespace`) still match.
+    want(v.get("allValue") == ".*", f"variable `{name}` allValue .*")
+    want(v.get("datasource", {}).get("uid") == "${datasource}", f"variable `{name}` uses ${{datasource}}")
 
 def walk(panels):
     for p in panels:
@@ -171,12 +207,25 @@ for p in panels:
         if not expr:
             errors.append(f"{title} [{t.get('refId')}]: target without expr")
             continue
-        want('node=~"$node"' in expr, f"{title} [{t.get('refId')}]: not filtered with node=~\"$node\"")
+        scope = 'namespace=~"$namespace",job=~"$job"'
+        want(scope in expr, f"{title} [{t.get('refId')}]: not filtered with {scope}")
+        # Recording rules (level:metric:operation) are per release; everything else per node too.
+        if not re.search(r"\b[a-z_]+:[a-z_]+:[a-z0-9_]+\{", expr):
+            want('node=~"$node"' in expr, f"{title} [{t.get('refId')}]: not filtered with node=~\"$node\"")
+            for sel in re.findall(r"\b((?:chat|process)_[a-z_]+)\{([^}]*)\}", expr):
+                want(scope in sel[1], f"{title} [{t.get('refId')}]: {sel[0]} not scoped to $namespace/$job")
         for fn, rng in re.findall(r"\b(rate|irate|increase)\(\s*[^\[\)]*\[([^\]]+)\]", expr):
             want(rng == "$__rate_interval", f"{title} [{t.get('refId')}]: {fn}() over [{rng}] instead of [$__rate_interval]")
 units = {p["fieldConfig"]["defaults"].get("unit") for p in panels if p.get("type") != "row"}
-for u in ("s", "reqps", "bytes", "percentunit"):
+for u in ("s", "reqps", "bytes", "percentunit", "Bps"):
     want(u in units, f"no panel with unit {u}")
+slo = [p for p in panels for t in p.get("targets") or [] if "job:chat_message_latency_slow:" in t.get("expr", "")]
+want(len(slo) >= 3, "SLO panels from the recording rules (job:chat_message_latency_slow:*)")
+metrics = " ".join(t.get("expr", "") for p in panels for t in p.get("targets") or [])
+for name in ("chat_socket_transport_connections", "chat_users_online", "chat_network_received_bytes_total",
+             "chat_network_sent_bytes_total", "chat_engineio_errors_total", "chat_redis_pubsub_lag_seconds_bucket",
+             "chat_redis_pubsub_probes_lost_total", "chat_tokio_worker_busy_ratio", "chat_tokio_global_queue_depth"):
+    want(name in metrics, f"no panel shows {name}")
 print(f"{len(panels)} panels, {n_targets} queries")
 for e in errors:
     print(e)

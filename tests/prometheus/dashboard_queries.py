@@ -21,7 +21,7 @@ default (full)
         --allow-empty-regex 'errors_total|lagged_total|rate_limited|status=~"5\\.\\."'
 
 Variables are substituted as Grafana would: $__rate_interval / $__interval -> --rate-interval
-(default 1m), $__range -> 1h, $node -> --node-regex (default .*).
+(default 1m), $__range -> 1h, $node -> --node-regex (default .*), $namespace and $job -> .*.
 
 Usage (from the repo root):
     python3 tests/prometheus/dashboard_queries.py --prometheus http://127.0.0.1:9090 --syntax-only
@@ -69,6 +69,8 @@ def substitute(expr, rate_interval, node_regex):
         "__interval": rate_interval,
         "__range": "1h",
         "node": node_regex,
+        "namespace": ".*",
+        "job": ".*",
     }
 
     def repl(m):

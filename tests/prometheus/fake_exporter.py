@@ -55,7 +55,21 @@ def render(node):
         gauge(f"{name}_sum", count * typical, **lbl)
         gauge(f"{name}_count", count, **lbl)
 
-    gauge("chat_node_info", 1, version="0.1.0")
+    gauge("chat_node_info", 1, version="0.1.0", revision="0123abc")
+    for transport, n in (("websocket", 20), ("polling", 5)):
+        gauge("chat_socket_transport_connections", n, transport=transport)
+    gauge("chat_users_online", 18)
+    counter("chat_network_received_bytes_total", 2048)
+    counter("chat_network_sent_bytes_total", 8192)
+    for reason in ("unknown_session", "bad_packet", "unknown_transport"):
+        counter("chat_engineio_errors_total", 0.01, reason=reason)
+    histogram("chat_redis_pubsub_lag_seconds", 0.2, 0.0006)
+    counter("chat_redis_pubsub_probes_lost_total", 0.001)
+    gauge("chat_tokio_workers", 2)
+    gauge("chat_tokio_alive_tasks", 90)
+    gauge("chat_tokio_global_queue_depth", 1)
+    gauge("chat_tokio_worker_busy_ratio", 0.12)
+    counter("chat_tokio_worker_parks_total", 40)
     gauge("chat_ready", 1)
     gauge("chat_socket_connections", 25)
     counter("chat_socket_connects_total", 0.5)

@@ -96,3 +96,65 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- fail "jobsphere-chat: autoscaling.minReplicas must not exceed autoscaling.maxReplicas." -}}
 {{- end -}}
 {{- end -}}
+
+{{/* The `job` label of the scraped series: serviceMonitor.jobLabel, else the Service name. */}}
+{{- define "jobsphere-chat.jobLabel" -}}
+{{- .Values.metrics.serviceMonitor.jobLabel | default (include "jobsphere-chat.fullname" .) -}}
+{{- end -}}
+
+{{/* PromQL matchers of this release's series, used in every rule. */}}
+{{- define "jobsphere-chat.ruleSelector" -}}
+{{- if .Values.metrics.prometheusRule.selector -}}
+{{- .Values.metrics.prometheusRule.selector -}}
+{{- else -}}
+{{- printf "job=%q,namespace=%q" (include "jobsphere-chat.jobLabel" .) .Release.Namespace -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Name of the long-polling affinity cookie. */}}
+{{- define "jobsphere-chat.cookieName" -}}
+{{- .Values.ingress.nginx.cookieName | default (printf "%s-sio" (include "jobsphere-chat.fullname" .)) -}}
+{{- end -}}
+
+{{/*
+The credential variables (secretEnv, then JWT_SECRET, MONGODB_URI, REDIS_URL), each from
+secret.urlTemplates, secret.refs or the chart's Secret. Shared by the Deployment and the test Pod.
+Arg: dict "root" $ "only" (list of names to render).
+*/}}
+{{- define "jobsphere-chat.credentialEnv" -}}
+{{- $root := .root -}}
+{{- $v := $root.Values -}}
+{{- range $v.secretEnv }}
+- name: {{ .name }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ .secretName }}
+      key: {{ .key }}
+      {{- if .optional }}
+      optional: true
+      {{- end }}
+{{- end }}
+{{- $defaults := dict "JWT_SECRET" $v.secret.keys.jwtSecret "MONGODB_URI" $v.secret.keys.mongodbUri "REDIS_URL" $v.secret.keys.redisUrl -}}
+{{- range $name := .only }}
+{{- if hasKey $v.secret.urlTemplates $name }}
+- name: {{ $name }}
+  value: {{ get $v.secret.urlTemplates $name | quote }}
+{{- else if hasKey $v.secret.refs $name }}
+{{- $ref := get $v.secret.refs $name }}
+- name: {{ $name }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ $ref.name }}
+      key: {{ $ref.key }}
+{{- else }}
+- name: {{ $name }}
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "jobsphere-chat.secretName" $root }}
+      key: {{ get $defaults $name }}
+      {{- if and (eq $name "JWT_SECRET") (include "jobsphere-chat.usesPublicKey" $root) }}
+      optional: true
+      {{- end }}
+{{- end }}
+{{- end }}
+{{- end -}}
