@@ -27,7 +27,7 @@ pub enum Command {
     /// Print a signed JWT for a user and register the user in the store.
     Token(TokenArgs),
     /// Create the store's tables/indexes (also done idempotently at start).
-    Migrate,
+    Migrate(MigrateArgs),
     /// Print the OpenAPI document of the REST API (the committed copy is docs/openapi.json).
     Openapi,
     /// GET /healthz (or /readyz) of a node; exit code 0 when it answers 200 (container
@@ -75,6 +75,14 @@ pub enum ProbeTransport {
 }
 
 #[derive(Debug, Args)]
+pub struct MigrateArgs {
+    /// MongoDB: only list the indexes migrate would create, and any conflicting index or
+    /// foreign document that would make it refuse; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct TokenArgs {
     /// User id (the `userId` claim).
     #[arg(long)]
@@ -117,11 +125,22 @@ pub struct Config {
     /// Prefix of every Redis key and channel, so deployments can share one Redis.
     #[arg(long, env = "CHAT_REDIS_PREFIX", default_value = "jobsphere-chat")]
     pub redis_prefix: String,
-    /// MongoDB URI; set = MongoDB store.
-    #[arg(long, env = "MONGODB_URI")]
+    // ---- MongoDB (docs/mongodb.md) ----
+    /// MongoDB URI; set = MongoDB store. Its write/read concern and read preference are
+    /// overridden for the store's collections (majority, journaled, primary).
+    #[arg(long, env = "MONGODB_URI", hide_env_values = true)]
     pub mongodb_uri: Option<String>,
     #[arg(long, env = "MONGODB_DB", default_value = "jobsphere_chat")]
     pub mongodb_db: String,
+    /// Prefix of the store's collection names (`chat_` → `chat_messages`), to share a database
+    /// that already has `users`/`conversations`/`messages` of another service.
+    #[arg(long, env = "MONGODB_COLLECTION_PREFIX", default_value = "")]
+    pub mongodb_collection_prefix: String,
+    /// Deadline of one store call, also sent as `maxTimeMS` and `wtimeout`; caps a URI
+    /// `socketTimeoutMS`.
+    #[arg(long, env = "MONGODB_TIMEOUT_MS", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(100..=120_000))]
+    pub mongodb_timeout_ms: u64,
     /// HS256 secret shared with the JobSphere auth service.
     #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
@@ -196,6 +215,14 @@ impl Config {
         }
         if self.mongodb_db.is_empty() || self.mongodb_db.contains(['/', '\\', '.', ' ', '"', '$']) {
             return Err(ConfigError::Invalid("MONGODB_DB", "must be a plain database name".into()));
+        }
+        if self.mongodb_collection_prefix.len() > 64
+            || !self.mongodb_collection_prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(ConfigError::Invalid(
+                "MONGODB_COLLECTION_PREFIX",
+                "may hold only letters, digits, '_' and '-' (at most 64)".into(),
+            ));
         }
         if let Some(secret) = &self.jwt_secret
             && secret.len() < 16
@@ -288,6 +315,21 @@ mod tests {
         assert_eq!(c.presence_ttl_secs, 60);
         assert_eq!((c.rate_limit_messages, c.rate_limit_window_secs), (30, 10));
         assert_eq!(c.mongodb_db, "jobsphere_chat");
+        assert_eq!((c.mongodb_collection_prefix.as_str(), c.mongodb_timeout_ms), ("", 5000));
+    }
+
+    #[test]
+    fn mongodb_settings_are_checked() {
+        assert!(parse(&["--mongodb-timeout-ms", "50"]).is_err(), "below the floor");
+        assert!(parse(&["--mongodb-timeout-ms", "600000"]).is_err(), "above the cap");
+        let c = parse(&["--mongodb-collection-prefix", "chat.x"]).unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("MONGODB_COLLECTION_PREFIX"));
+        let c = parse(&["--mongodb-collection-prefix", "chat_", "--mongodb-timeout-ms", "2500"]).unwrap();
+        c.validate().unwrap();
+        let m =
+            crate::store::mongo::MongoSettings::from_config(&Config { mongodb_uri: Some("mongodb://h".into()), ..c })
+                .unwrap();
+        assert_eq!((m.collection_prefix.as_str(), m.timeout), ("chat_", Duration::from_millis(2500)));
     }
 
     #[test]

@@ -12,6 +12,7 @@ use jobsphere_chat::{
         validate,
     },
     config::{Cli, Command, Config, TokenArgs},
+    store::mongo::MongoSettings,
     telemetry,
 };
 
@@ -35,11 +36,7 @@ fn main() -> anyhow::Result<()> {
             Command::Serve => serve(cli.config).await,
             Command::Token(args) => token(cli.config, args).await,
             Command::Openapi => Ok(()),
-            Command::Migrate => {
-                jobsphere_chat::node::open_store(&cli.config).await?;
-                eprintln!("store migrated");
-                Ok(())
-            }
+            Command::Migrate(args) => migrate(cli.config, args.dry_run).await,
         }
     })
 }
@@ -76,6 +73,23 @@ async fn shutdown_signal() {
     let term = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
     tracing::info!("shutdown signal received");
+}
+
+/// `migrate [--dry-run]`: creates the store's indexes, or (MongoDB) prints what it would do.
+async fn migrate(config: Config, dry_run: bool) -> anyhow::Result<()> {
+    if !dry_run {
+        jobsphere_chat::node::open_store(&config).await?;
+        eprintln!("store migrated");
+        return Ok(());
+    }
+    let Some(settings) = MongoSettings::from_config(&config) else {
+        println!("SQLite store: migrate creates its tables and indexes if missing; nothing can conflict");
+        return Ok(());
+    };
+    let plan = jobsphere_chat::store::mongo::plan(&settings).await?;
+    println!("{plan}");
+    anyhow::ensure!(plan.is_buildable(), "migrate would refuse (see above)");
+    Ok(())
 }
 
 /// Prints a signed JWT for a user and registers the user in the store.

@@ -33,15 +33,34 @@ use crate::{
 
 /// Opens the configured store (SQLite in `CHAT_DATA_DIR`, or MongoDB) and migrates it.
 pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
-    let store: Arc<dyn Store> = match &config.mongodb_uri {
-        Some(uri) => crate::store::mongo::connect(uri, &config.mongodb_db).await?,
+    let store = connect_store(config).await?;
+    store.migrate().await.context("migrating the store")?;
+    Ok(store)
+}
+
+/// As [`open_store`], for a serving node: a MongoDB that does not answer yet is not fatal. The
+/// node starts not-ready and the store migrates itself once MongoDB answers (as with Redis).
+/// Anything else (conflicting indexes, foreign documents) still stops the start.
+async fn open_store_serving(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    let store = connect_store(config).await?;
+    match store.migrate().await {
+        Err(crate::store::StoreError::Unavailable(e)) if config.mongodb_uri.is_some() => {
+            tracing::warn!(error = %e, "MongoDB does not answer: starting not-ready until it does");
+        }
+        other => other.context("migrating the store")?,
+    }
+    Ok(store)
+}
+
+/// Connects the configured store without migrating it.
+pub async fn connect_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    let store: Arc<dyn Store> = match crate::store::mongo::MongoSettings::from_config(config) {
+        Some(settings) => crate::store::mongo::connect(&settings).await?,
         None => Arc::new(
             SqliteStore::open_dir(&config.data_dir, config.sqlite_synchronous).context("opening the SQLite store")?,
         ),
     };
-    let store: Arc<dyn Store> = Arc::new(MeteredStore(store));
-    store.migrate().await.context("migrating the store")?;
-    Ok(store)
+    Ok(Arc::new(MeteredStore(store)))
 }
 
 /// Attaches the Socket.IO layer to the router.
@@ -143,7 +162,7 @@ pub async fn build(config: Config) -> anyhow::Result<Node> {
     config.validate()?;
     let node_id = config.node_id();
     let jwt = Jwt::from_config(&config).context("loading JWT key material")?;
-    let store = open_store(&config).await?;
+    let store = open_store_serving(&config).await?;
     let Coordination { presence, cache, limiter, fanout, socket_io, shared, upkeep } =
         coordination(&config, &node_id).await?;
     let settings = Settings { typing_expiry: config.typing_expiry() };

@@ -4,6 +4,7 @@ mod harness;
 
 mod cluster;
 mod durability;
+mod mongo_wire;
 mod rest;
 mod smoke;
 mod socket;

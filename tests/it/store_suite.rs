@@ -2,7 +2,8 @@
 //!
 //! Each case is a backend-independent `async fn case_xxx(store: Arc<dyn Store>)`; `store_cases!`
 //! turns it into `sqlite_xxx` (a fresh SQLite file) and `mongo_xxx` (a fresh database on
-//! `MONGODB_URI`, skipped when that is unset).
+//! `MONGODB_URI`, dropped afterwards; `#[ignore]`d, so reported as skipped, unless run with
+//! `--run-ignored` as `scripts/test.sh` does when `MONGODB_URI` is set).
 
 use std::{
     collections::{BTreeMap, HashSet},
@@ -31,17 +32,6 @@ async fn sqlite_store() -> (Arc<dyn Store>, TempDir) {
     (store, dir)
 }
 
-/// A store on a fresh database of `MONGODB_URI`, or `None` (test skipped) when it is unset.
-async fn mongo_store(test: &str) -> Option<Arc<dyn Store>> {
-    let Ok(uri) = std::env::var("MONGODB_URI") else {
-        println!("{test}: skipped (MONGODB_URI is not set)");
-        return None;
-    };
-    let store = jobsphere_chat::store::mongo::connect(&uri, &unique("suite")).await.expect("connect to MongoDB");
-    store.migrate().await.expect("migrate mongo");
-    Some(store)
-}
-
 /// Two stores on one database, as two nodes sharing it (two SQLite handles on one file).
 async fn sqlite_pair() -> (Arc<dyn Store>, Arc<dyn Store>, TempDir) {
     let (first, dir) = sqlite_store().await;
@@ -51,17 +41,40 @@ async fn sqlite_pair() -> (Arc<dyn Store>, Arc<dyn Store>, TempDir) {
     (first, second, dir)
 }
 
-async fn mongo_pair(test: &str) -> Option<(Arc<dyn Store>, Arc<dyn Store>)> {
-    let Ok(uri) = std::env::var("MONGODB_URI") else {
-        println!("{test}: skipped (MONGODB_URI is not set)");
-        return None;
-    };
+/// Runs a case on `nodes` stores sharing a fresh database of `MONGODB_URI`, then drops that
+/// database whether the case passed or not. The `mongo_*` tests are `#[ignore]`d so that
+/// without a server they are reported as skipped; `scripts/test.sh` runs them when
+/// `MONGODB_URI` is set (docs/mongodb.md).
+async fn mongo_case<F, Fut>(name: &'static str, nodes: usize, case: F)
+where
+    F: FnOnce(Vec<Arc<dyn Store>>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let uri = std::env::var("MONGODB_URI").expect("the mongo_* store cases need MONGODB_URI (docs/mongodb.md)");
     let db = unique("suite");
-    let first = jobsphere_chat::store::mongo::connect(&uri, &db).await.expect("connect to MongoDB");
-    first.migrate().await.expect("migrate mongo");
-    let second = jobsphere_chat::store::mongo::connect(&uri, &db).await.expect("connect to MongoDB again");
-    second.migrate().await.expect("migrate mongo again");
-    Some((first, second))
+    let settings = jobsphere_chat::store::mongo::MongoSettings::new(&uri, &db);
+    let mut stores = Vec::new();
+    for _ in 0..nodes {
+        let store = jobsphere_chat::store::mongo::connect(&settings).await.expect("connect to MongoDB");
+        store.migrate().await.expect("migrate mongo");
+        stores.push(store);
+    }
+    let outcome = tokio::spawn(run_case(name, case(stores))).await;
+    drop_database(&uri, &db).await;
+    if let Err(e) = outcome {
+        std::panic::resume_unwind(e.into_panic());
+    }
+}
+
+/// Test databases do not pile up on the server.
+async fn drop_database(uri: &str, db: &str) {
+    // The driver refuses `socketTimeoutMS`, which the store accepts (and caps).
+    let (base, opts) = uri.split_once('?').unwrap_or((uri, ""));
+    let kept: Vec<_> = opts.split('&').filter(|o| !o.to_ascii_lowercase().starts_with("sockettimeoutms=")).collect();
+    let uri = if opts.is_empty() { base.to_owned() } else { format!("{base}?{}", kept.join("&")) };
+    let client = mongodb::Client::with_uri_str(&uri).await.expect("client for cleanup");
+    client.database(db).drop().await.unwrap_or_else(|e| panic!("dropping test database {db}: {e}"));
+    client.shutdown().await;
 }
 
 async fn run_case<F: Future<Output = ()>>(name: &str, case: F) {
@@ -81,9 +94,9 @@ macro_rules! store_cases {
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        #[ignore = "needs MONGODB_URI"]
         async fn $mongo() {
-            let Some(store) = mongo_store(stringify!($mongo)).await else { return };
-            run_case(stringify!($mongo), $case(store)).await;
+            mongo_case(stringify!($mongo), 1, |mut s| $case(s.remove(0))).await;
         }
     )*};
 }
@@ -115,9 +128,13 @@ async fn sqlite_two_nodes_one_database() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs MONGODB_URI"]
 async fn mongo_two_nodes_one_database() {
-    let Some((first, second)) = mongo_pair("mongo_two_nodes_one_database").await else { return };
-    run_case("mongo_two_nodes_one_database", case_two_nodes(first, second)).await;
+    mongo_case("mongo_two_nodes_one_database", 2, |mut s| {
+        let second = s.pop().unwrap();
+        case_two_nodes(s.pop().unwrap(), second)
+    })
+    .await;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -13,12 +13,17 @@ use crate::store::StoreError;
 /// E11000 duplicate key; 11001 and 12582 are its legacy forms.
 const DUPLICATE_KEY_CODES: [i32; 3] = [11000, 11001, 12582];
 
-/// Server codes that mean the node cannot serve now: not primary (10107, 13435, 10058),
-/// recovering or shutting down (11600, 11602, 13436, 189, 91), network and host trouble
-/// (6, 7, 89, 9001, 202), time limits (50, 262), write concern not satisfied (64, 100),
-/// read concern not yet available (134), no eligible member (133), write conflict (112).
-const UNAVAILABLE_CODES: [i32; 20] =
-    [6, 7, 50, 64, 89, 91, 100, 112, 133, 134, 189, 202, 262, 9001, 10058, 10107, 11600, 11602, 13435, 13436];
+/// Server codes that mean the node cannot serve now, so another node or a later attempt may:
+/// not primary (10107, 13435, 10058), recovering or shutting down (11600, 11602, 13436, 189,
+/// 91), an operation interrupted (11601: killOp, a step-down, a client disconnect), network and
+/// host trouble (6, 7, 89, 9001, 202), time limits (50, 262), lock acquisition timed out or
+/// busy (24, 46), write concern not satisfied (64, 100), read concern not yet available (134),
+/// no eligible member (133), write conflict (112), Atlas proxy errors (8000, transient by the
+/// Atlas docs), ingress rate limit (462, the server's overload back-pressure).
+const UNAVAILABLE_CODES: [i32; 25] = [
+    6, 7, 24, 46, 50, 64, 89, 91, 100, 112, 133, 134, 189, 202, 262, 462, 8000, 9001, 10058, 10107, 11600, 11601,
+    11602, 13435, 13436,
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Class {
@@ -155,6 +160,11 @@ mod tests {
             (9001, "SocketException"),
             (50, "MaxTimeMSExpired"),
             (262, "ExceededTimeLimit"),
+            (11601, "Interrupted"),
+            (24, "LockTimeout"),
+            (46, "LockBusy"),
+            (8000, "AtlasError"),
+            (462, "IngressRequestRateLimitExceeded"),
         ] {
             let e = command_error(code, name);
             assert_eq!(class_of(&e), Class::Unavailable, "{name}");

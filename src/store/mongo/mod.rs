@@ -88,7 +88,13 @@
 //! leaves the copy `sent` until the receiver's next receipt reaching it, or a `mark_read` that
 //! leaves nothing unread.
 //!
-//! **Durability.** Unless the URI says otherwise, writes use `w: "majority", j: true`.
+//! **Durability and freshness.** Every collection is opened with write concern
+//! `w: "majority", j: true` (with `wtimeout`), read concern `majority` and read preference
+//! `primary`, whatever the URI says (`connect`). So an acknowledged message cannot roll back on
+//! failover, a dedup refusal is never reported as a success, and the reads that decide a seq
+//! (`lastSeq`, the newest stored seq, the dedup look-up) never come from a secondary or from a
+//! deposed primary's unreplicated writes: a read of `lastSeq` at most lags the truth, and a
+//! lagging read only costs a refused insert (the seq is taken), never a gap.
 //!
 //! # With transactions
 //! On a replica set, `insert_message` could run its insert and the summary update in one
@@ -96,182 +102,189 @@
 //! never lag. The protocol above stays correct inside a transaction, so adding one there is a
 //! local change; it is not required, so standalone servers work too.
 //!
-//! # Connection
-//! The URI's settings win; unset ones default to `serverSelectionTimeoutMS=2000`,
-//! `connectTimeoutMS=2000`, `maxPoolSize=50`, `retryWrites=true`, `retryReads=true`. The Rust
-//! driver has no socket timeout (it refuses `socketTimeoutMS`), so every store call has a
-//! deadline instead: `socketTimeoutMS` if the URI sets it (taken out before the driver sees
-//! it), else 5 s. A MongoDB outage answers `Unavailable` within that, never hangs. [`connect`]
-//! fails with a clear error when no server answers a `ping` within the selection timeout.
-//! `pool` keeps `chat_db_pool_connections{state}` from the driver's CMAP events; query
-//! timings and errors come from the `MeteredStore` decorator.
+//! # Layout
+//! - `connect`: settings, client options, what the URI may decide and what is enforced, the
+//!   call deadline.
+//! - `migrate`: the index plan against what the database already has (also `migrate
+//!   --dry-run`), conflicts and foreign documents reported before anything is built.
+//! - `ops`: the single-document operations of [`flow`] on the driver, each with `maxTimeMS`.
+//! - `flow`: the multi-step protocols above (with their model test), `query`: every filter,
+//!   update and index document, `schema`: document shapes, `errors`: driver errors →
+//!   [`StoreError`], `pool`: `chat_db_pool_connections{state}` from the driver's CMAP events.
+//!
+//! # Start-up and outages
+//! [`connect`] only configures the client (the driver connects lazily), so a node starts while
+//! MongoDB is unreachable: [`Store::migrate`] then answers `Unavailable`, the node starts
+//! not-ready, and every call answers `Unavailable` (never touching collections without their
+//! unique indexes) while a background migration is retried on each call and readiness probe;
+//! once it succeeds the node is ready. Conflicting indexes or foreign documents are not
+//! transient: the start fails with the report (`migrate`). Each call has one deadline (`connect`)
+//! and answers `Unavailable` within it when MongoDB is down or slow, never hangs. Query timings
+//! and errors come from the `MeteredStore` decorator.
 
+mod connect;
 mod errors;
 mod flow;
+mod migrate;
+mod ops;
 mod pool;
 mod query;
 mod schema;
 
-use std::{collections::HashMap, future::Future, sync::Arc, time::Duration};
-
-use anyhow::{Context, anyhow};
-use async_trait::async_trait;
-use bson::{DateTime, Document, doc, oid::ObjectId};
-use futures::TryStreamExt;
-use mongodb::{
-    Client, Collection, Database,
-    options::{Acknowledgment, ClientOptions, ReturnDocument, WriteConcern},
+use std::{
+    collections::HashMap,
+    future::Future,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
 };
-use serde::de::DeserializeOwned;
 
+use anyhow::Context;
+use async_trait::async_trait;
+use bson::{DateTime, doc, oid::ObjectId};
+use futures::TryStreamExt;
+use mongodb::{Client, Collection, Database, options::ReturnDocument};
+
+pub use self::{
+    connect::{DEFAULT_TIMEOUT, MongoSettings},
+    migrate::{IndexState, MigrationPlan, plan},
+};
 use self::{
     errors::{is_duplicate_key, map_err},
-    flow::{Ops, Stored},
+    flow::Stored,
+    ops::find,
     pool::PoolMetrics,
     query::FindSpec,
-    schema::{CONVERSATIONS, ConversationDoc, MESSAGES, MessageDoc, SeqRow, USERS, UnreadRow, parse_id, to_bson_time},
+    schema::{ConversationDoc, MessageDoc, UnreadRow, parse_id, to_bson_time},
 };
 use super::{
     HistoryQuery, Inserted, ListCursor, NewMessage, Page, ReadReceipt, Store, StoreError, StoreResult, sorted_pair,
 };
 use crate::{
-    chat::model::{Conversation, MessageStatus, User, now},
+    chat::model::{Conversation, User, now},
     telemetry::metrics::DB_ERRORS_TOTAL,
 };
 
-const DEFAULT_SERVER_SELECTION_TIMEOUT: Duration = Duration::from_secs(2);
-const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-const DEFAULT_MAX_POOL_SIZE: u32 = 50;
-/// Deadline of one store call when the URI sets no `socketTimeoutMS`.
-const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(5);
-/// Index builds on a large collection take a while; still bounded so startup cannot hang.
-const MIGRATE_TIMEOUT: Duration = Duration::from_secs(120);
-/// `mongodb+srv://` URIs need DNS look-ups before anything else.
-const RESOLVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Attempts of an upsert that keeps losing a duplicate-key race (the winner's doc is then read).
 const MAX_UPSERT_ATTEMPTS: usize = 3;
 
-/// Opens the MongoDB store: parses `uri`, applies the defaults above, and checks that a server
-/// answers within the selection timeout. Indexes are created by [`Store::migrate`].
-pub async fn connect(uri: &str, db: &str) -> anyhow::Result<Arc<dyn Store>> {
-    Ok(Arc::new(MongoStore::connect(uri, db).await?))
+/// Opens the MongoDB store: parses the URI, applies the defaults and the enforced concerns
+/// (`connect`), and configures the client. No round trip: the server may be down at start.
+/// Indexes are created by [`Store::migrate`] (or, after an outage at start, by the store itself).
+pub async fn connect(settings: &MongoSettings) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(Arc::new(MongoStore::connect(settings).await?))
+}
+
+/// The physical collection names: the logical ones behind `MONGODB_COLLECTION_PREFIX`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Names {
+    pub prefix: String,
+}
+
+impl Names {
+    pub fn of(&self, logical: &str) -> String {
+        format!("{}{logical}", self.prefix)
+    }
+}
+
+/// Whether the indexes the invariants rest on are known to exist, and whether a background
+/// migration is under way.
+#[derive(Debug, Default)]
+struct SchemaGate {
+    ready: AtomicBool,
+    running: AtomicBool,
 }
 
 pub struct MongoStore {
     db: Database,
+    names: Names,
     users: Collection<User>,
     conversations: Collection<ConversationDoc>,
     messages: Collection<MessageDoc>,
-    call_timeout: Duration,
+    /// The deadline of a call, also sent as `maxTimeMS` and `wtimeout`.
+    deadline: Duration,
+    schema: Arc<SchemaGate>,
     _pool: Arc<PoolMetrics>,
 }
 
-/// Fills in what the URI left unset.
-fn apply_defaults(o: &mut ClientOptions) {
-    o.server_selection_timeout.get_or_insert(DEFAULT_SERVER_SELECTION_TIMEOUT);
-    o.connect_timeout.get_or_insert(DEFAULT_CONNECT_TIMEOUT);
-    o.max_pool_size.get_or_insert(DEFAULT_MAX_POOL_SIZE);
-    o.retry_writes.get_or_insert(true);
-    o.retry_reads.get_or_insert(true);
-    o.app_name.get_or_insert_with(|| "jobsphere-chat".to_owned());
-    if o.write_concern.is_none() {
-        o.write_concern = Some(WriteConcern::builder().w(Acknowledgment::Majority).journal(true).build());
-    }
-}
-
-/// Client options from the URI with our defaults, and the per-call deadline.
-async fn client_options(uri: &str) -> anyhow::Result<(ClientOptions, Duration)> {
-    let (uri, socket_timeout) = take_socket_timeout(uri)?;
-    let call_timeout = socket_timeout.filter(|d| !d.is_zero()).unwrap_or(DEFAULT_CALL_TIMEOUT);
-    let mut options = tokio::time::timeout(RESOLVE_TIMEOUT, ClientOptions::parse(uri))
-        .await
-        .map_err(|_| anyhow!("MONGODB_URI: resolving the connection string took over {RESOLVE_TIMEOUT:?}"))?
-        .map_err(|e| anyhow!("MONGODB_URI is not a valid connection string: {}", e.kind))?;
-    apply_defaults(&mut options);
-    Ok((options, call_timeout))
-}
-
-/// Removes `socketTimeoutMS` from the URI's options and returns it. The Rust driver has no
-/// socket timeout and refuses a URI that sets one; URIs shared with other drivers often do, and
-/// we honour it as the deadline of each store call instead.
-fn take_socket_timeout(uri: &str) -> anyhow::Result<(String, Option<Duration>)> {
-    // Userinfo and hosts cannot hold a raw `?` (it must be percent-encoded), so the first one
-    // starts the options.
-    let Some((base, opts)) = uri.split_once('?') else { return Ok((uri.to_owned(), None)) };
-    let mut timeout = None;
-    let mut kept = Vec::new();
-    for opt in opts.split(['&', ';']).filter(|o| !o.is_empty()) {
-        match opt.split_once('=') {
-            Some((k, v)) if k.eq_ignore_ascii_case("sockettimeoutms") => {
-                let ms: u64 =
-                    v.parse().map_err(|_| anyhow!("MONGODB_URI: socketTimeoutMS must be a number of milliseconds"))?;
-                timeout = Some(Duration::from_millis(ms));
-            }
-            _ => kept.push(opt),
-        }
-    }
-    let uri = if kept.is_empty() { base.to_owned() } else { format!("{base}?{}", kept.join("&")) };
-    Ok((uri, timeout))
-}
-
 impl MongoStore {
-    pub async fn connect(uri: &str, db: &str) -> anyhow::Result<Self> {
-        let (mut options, call_timeout) = client_options(uri).await?;
-        let selection = options.server_selection_timeout.unwrap_or(DEFAULT_SERVER_SELECTION_TIMEOUT);
-        let pool = PoolMetrics::new(options.max_pool_size.unwrap_or(DEFAULT_MAX_POOL_SIZE));
+    pub async fn connect(settings: &MongoSettings) -> anyhow::Result<Self> {
+        validate_prefix(&settings.collection_prefix)?;
+        let connect::Prepared { mut options, deadline, overridden } = connect::prepare(settings).await?;
+        let pool = PoolMetrics::new(options.max_pool_size.unwrap_or(connect::DEFAULT_MAX_POOL_SIZE));
         options.cmap_event_handler = Some(pool.handler());
         // Hosts only: the URI may carry credentials.
         let hosts = options.hosts.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
-        let client = Client::with_options(options).context("configuring the MongoDB client")?;
-        let database = client.database(db);
-        match tokio::time::timeout(selection + call_timeout, database.run_command(doc! { "ping": 1 })).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => anyhow::bail!("MongoDB at {hosts} is not reachable: {}", e.kind),
-            Err(_) => anyhow::bail!("MongoDB at {hosts} did not answer a ping within {:?}", selection + call_timeout),
+        for o in &overridden {
+            tracing::warn!(setting = %o, "MONGODB_URI setting overridden for the chat store's collections");
         }
-        tracing::info!(%hosts, db, "connected to MongoDB");
-        Ok(Self::new(database, call_timeout, pool))
+        let client = Client::with_options(options).context("configuring the MongoDB client")?;
+        let db = client.database_with_options(&settings.db, connect::enforced(deadline));
+        tracing::info!(%hosts, db = settings.db, prefix = settings.collection_prefix, ?deadline, "MongoDB client configured");
+        Ok(Self::new(db, Names { prefix: settings.collection_prefix.clone() }, deadline, pool))
     }
 
-    fn new(db: Database, call_timeout: Duration, pool: Arc<PoolMetrics>) -> Self {
+    fn new(db: Database, names: Names, deadline: Duration, pool: Arc<PoolMetrics>) -> Self {
         Self {
-            users: db.collection(USERS),
-            conversations: db.collection(CONVERSATIONS),
-            messages: db.collection(MESSAGES),
+            users: db.collection(&names.of(schema::USERS)),
+            conversations: db.collection(&names.of(schema::CONVERSATIONS)),
+            messages: db.collection(&names.of(schema::MESSAGES)),
             db,
-            call_timeout,
+            names,
+            deadline,
+            schema: Arc::default(),
             _pool: pool,
         }
     }
 
-    /// Runs a store call within the call deadline: an unresponsive server is `Unavailable`.
-    async fn bounded<T>(&self, f: impl Future<Output = StoreResult<T>>) -> StoreResult<T> {
-        bounded(self.call_timeout, f).await
+    /// Runs a store call within the deadline, once the indexes exist: before that (MongoDB
+    /// unreachable at start) every call is `Unavailable` and starts a background migration.
+    async fn call<T>(&self, f: impl Future<Output = StoreResult<T>>) -> StoreResult<T> {
+        self.ensure_schema()?;
+        bounded(self.deadline, f).await
     }
 
-    async fn conversation_by_key(&self, key: Document) -> StoreResult<Option<ConversationDoc>> {
-        self.conversations.find_one(key).await.map_err(map_err)
+    fn ensure_schema(&self) -> StoreResult<()> {
+        if self.schema.ready.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        if !self.schema.running.swap(true, Ordering::AcqRel) {
+            let (db, names, gate) = (self.db.clone(), self.names.clone(), self.schema.clone());
+            // Its own task: a readiness probe that gives up on its ping must not cancel a build.
+            tokio::spawn(async move {
+                match migrate::run(&db, &names).await {
+                    Ok(()) => {
+                        gate.ready.store(true, Ordering::Release);
+                        tracing::info!("MongoDB answers and the indexes are in place: store ready");
+                    }
+                    Err(e) => tracing::warn!(error = %e, "MongoDB store still not ready"),
+                }
+                gate.running.store(false, Ordering::Release);
+            });
+        }
+        Err(StoreError::Unavailable("MongoDB store not ready: indexes not verified yet".into()))
     }
+
+    async fn conversation_by_key(&self, key: bson::Document) -> StoreResult<Option<ConversationDoc>> {
+        self.conversations.find_one(key).max_time(self.deadline).await.map_err(map_err)
+    }
+}
+
+/// Collection names are `<prefix><name>`: letters, digits, `_` and `-` only, so the prefix can
+/// neither reach another namespace nor make an invalid name.
+fn validate_prefix(prefix: &str) -> anyhow::Result<()> {
+    if prefix.len() > 64 || !prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+        anyhow::bail!("MONGODB_COLLECTION_PREFIX may hold only letters, digits, '_' and '-' (at most 64)");
+    }
+    Ok(())
 }
 
 async fn bounded<T>(limit: Duration, f: impl Future<Output = StoreResult<T>>) -> StoreResult<T> {
     tokio::time::timeout(limit, f)
         .await
         .unwrap_or_else(|_| Err(StoreError::Unavailable(format!("MongoDB did not answer within {limit:?}"))))
-}
-
-async fn find<T>(coll: &Collection<T>, spec: FindSpec) -> StoreResult<Vec<T>>
-where
-    T: DeserializeOwned + Send + Sync,
-{
-    let mut find = coll.find(spec.filter).sort(spec.sort).limit(spec.limit);
-    if let Some(skip) = spec.skip {
-        find = find.skip(skip);
-    }
-    if let Some(projection) = spec.projection {
-        find = find.projection(projection);
-    }
-    find.await.map_err(map_err)?.try_collect().await.map_err(map_err)
 }
 
 /// Rows (`limit` + 1 asked for) to a page; history comes newest first and is turned around.
@@ -292,19 +305,17 @@ fn empty_page() -> Page {
 #[async_trait]
 impl Store for MongoStore {
     async fn migrate(&self) -> StoreResult<()> {
-        bounded(MIGRATE_TIMEOUT, async {
-            let specs = query::indexes();
-            for collection in [CONVERSATIONS, MESSAGES] {
-                let models = specs.iter().filter(|s| s.collection == collection).map(|s| s.model());
-                self.db.collection::<Document>(collection).create_indexes(models).await.map_err(map_err)?;
-            }
-            Ok(())
-        })
-        .await
+        migrate::run(&self.db, &self.names).await?;
+        self.schema.ready.store(true, Ordering::Release);
+        Ok(())
     }
 
     async fn ping(&self) -> StoreResult<()> {
-        self.bounded(async { self.db.run_command(doc! { "ping": 1 }).await.map(|_| ()).map_err(map_err) }).await
+        self.call(async {
+            let ping = doc! { "ping": 1, "maxTimeMS": ops::millis(self.deadline) };
+            self.db.run_command(ping).await.map(|_| ()).map_err(map_err)
+        })
+        .await
     }
 
     fn kind(&self) -> &'static str {
@@ -312,7 +323,7 @@ impl Store for MongoStore {
     }
 
     async fn upsert_user(&self, user: &User) -> StoreResult<()> {
-        self.bounded(async {
+        self.call(async {
             let update = query::user_upsert(
                 &user.name,
                 user.email.as_deref(),
@@ -337,10 +348,11 @@ impl Store for MongoStore {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        self.bounded(async {
+        self.call(async {
             let found: Vec<User> = self
                 .users
                 .find(query::users_by_ids(ids))
+                .max_time(self.deadline)
                 .await
                 .map_err(map_err)?
                 .try_collect()
@@ -361,7 +373,7 @@ impl Store for MongoStore {
     ) -> StoreResult<(Conversation, bool)> {
         let pair = sorted_pair(a, b);
         let key = query::conversation_key(&pair, job_id);
-        self.bounded(async {
+        self.call(async {
             for _ in 0..MAX_UPSERT_ATTEMPTS {
                 let id = ObjectId::new();
                 let res = self
@@ -369,6 +381,7 @@ impl Store for MongoStore {
                     .find_one_and_update(key.clone(), query::conversation_insert(id, &pair, to_bson_time(&now())))
                     .upsert(true)
                     .return_document(ReturnDocument::After)
+                    .max_time(self.deadline)
                     .await;
                 match res {
                     Ok(Some(conv)) => {
@@ -391,7 +404,7 @@ impl Store for MongoStore {
 
     async fn get_conversation(&self, id: &str) -> StoreResult<Option<Conversation>> {
         let Some(id) = parse_id(id) else { return Ok(None) };
-        self.bounded(async { Ok(self.conversation_by_key(query::by_id(id)).await?.map(ConversationDoc::into_domain)) })
+        self.call(async { Ok(self.conversation_by_key(query::by_id(id)).await?.map(ConversationDoc::into_domain)) })
             .await
     }
 
@@ -415,17 +428,22 @@ impl Store for MongoStore {
             skip: None,
             projection: None,
         };
-        self.bounded(async {
-            Ok(find(&self.conversations, spec).await?.into_iter().map(ConversationDoc::into_domain).collect())
+        self.call(async {
+            Ok(find(&self.conversations, spec, self.deadline)
+                .await?
+                .into_iter()
+                .map(ConversationDoc::into_domain)
+                .collect())
         })
         .await
     }
 
     async fn conversation_partners(&self, user: &str) -> StoreResult<Vec<String>> {
-        self.bounded(async {
+        self.call(async {
             let all = self
                 .conversations
                 .distinct("participants", query::conversations_of(user, None))
+                .max_time(self.deadline)
                 .await
                 .map_err(map_err)?;
             Ok(all.into_iter().filter_map(|p| p.as_str().filter(|p| *p != user).map(str::to_owned)).collect())
@@ -434,13 +452,13 @@ impl Store for MongoStore {
     }
 
     async fn insert_message(&self, msg: NewMessage) -> StoreResult<Inserted> {
-        let stored = self.bounded(flow::store_message(self, msg, &now())).await?;
+        let stored = self.call(flow::store_message(self, msg, &now())).await?;
         let (doc, conv, created) = match stored {
             Stored::Created(doc, conv) => (doc, Some(*conv), true),
             Stored::Existing(doc) => (doc, None, false),
         };
         // The message is durable: from here on, a failure only delays the summary (module docs).
-        if let Err(e) = self.bounded(flow::settle(self, conv, &doc)).await {
+        if let Err(e) = self.call(flow::settle(self, conv, &doc)).await {
             tracing::warn!(error = %e, conversation_id = %doc.conversation_id, seq = doc.seq,
                 "message stored; conversation summary left for the next writer to catch up");
             metrics::counter!(DB_ERRORS_TOTAL, "op" => "settle_conversation").increment(1);
@@ -450,32 +468,36 @@ impl Store for MongoStore {
 
     async fn history(&self, conversation_id: &str, q: HistoryQuery) -> StoreResult<Page> {
         let Some(id) = parse_id(conversation_id) else { return Ok(empty_page()) };
-        self.bounded(async { Ok(page_from(find(&self.messages, query::history(id, &q)).await?, q.limit, true)) }).await
+        self.call(async {
+            Ok(page_from(find(&self.messages, query::history(id, &q), self.deadline).await?, q.limit, true))
+        })
+        .await
     }
 
     async fn messages_after(&self, conversation_id: &str, after_seq: i64, limit: u32) -> StoreResult<Page> {
         let Some(id) = parse_id(conversation_id) else { return Ok(empty_page()) };
         let spec = query::messages_after(id, after_seq, i64::from(limit) + 1);
-        self.bounded(async { Ok(page_from(find(&self.messages, spec).await?, limit, false)) }).await
+        self.call(async { Ok(page_from(find(&self.messages, spec, self.deadline).await?, limit, false)) }).await
     }
 
     async fn mark_read(&self, conversation_id: &str, reader: &str, up_to_seq: Option<i64>) -> StoreResult<ReadReceipt> {
         let id = parse_id(conversation_id).ok_or(StoreError::NotFound)?;
-        self.bounded(flow::mark_read(self, id, reader, up_to_seq, now())).await
+        self.call(flow::mark_read(self, id, reader, up_to_seq, now())).await
     }
 
     async fn mark_delivered(&self, conversation_id: &str, receiver: &str, up_to_seq: i64) -> StoreResult<u64> {
         let Some(id) = parse_id(conversation_id) else { return Ok(0) };
-        self.bounded(flow::mark_delivered(self, id, receiver, up_to_seq)).await
+        self.call(flow::mark_delivered(self, id, receiver, up_to_seq)).await
     }
 
     async fn unread_counts(&self, user: &str) -> StoreResult<Vec<(String, i64)>> {
-        self.bounded(async {
+        self.call(async {
             let rows: Vec<UnreadRow> = self
                 .conversations
                 .clone_with_type::<UnreadRow>()
                 .find(query::unread_of(user))
                 .projection(query::unread_projection())
+                .max_time(self.deadline)
                 .await
                 .map_err(map_err)?
                 .try_collect()
@@ -493,180 +515,14 @@ impl Store for MongoStore {
     }
 }
 
-/// The single-document steps of [`flow`], on the driver.
-#[async_trait]
-impl Ops for MongoStore {
-    async fn conversation(&self, id: ObjectId) -> StoreResult<Option<ConversationDoc>> {
-        self.conversation_by_key(query::by_id(id)).await
-    }
-
-    async fn message_by_client_id(&self, sender: &str, client_message_id: &str) -> StoreResult<Option<MessageDoc>> {
-        self.messages.find_one(query::by_client_id(sender, client_message_id)).await.map_err(map_err)
-    }
-
-    async fn try_insert(&self, m: &MessageDoc) -> StoreResult<bool> {
-        match self.messages.insert_one(m).await {
-            Ok(_) => Ok(true),
-            Err(e) if is_duplicate_key(&e) => Ok(false),
-            Err(e) => Err(map_err(e)),
-        }
-    }
-
-    async fn newest_seq(&self, conversation: ObjectId) -> StoreResult<i64> {
-        let rows = find(&self.messages.clone_with_type::<SeqRow>(), query::newest_seq(conversation)).await?;
-        Ok(rows.first().map_or(0, |r| r.seq))
-    }
-
-    async fn stored_after(&self, conversation: ObjectId, after: i64, limit: i64) -> StoreResult<Vec<MessageDoc>> {
-        find(&self.messages, query::messages_after(conversation, after, limit)).await
-    }
-
-    async fn apply_message(
-        &self,
-        m: &MessageDoc,
-        receiver_slot: Option<usize>,
-    ) -> StoreResult<Option<ConversationDoc>> {
-        let update = query::apply_message(m, receiver_slot).map_err(|e| StoreError::Internal(e.to_string()))?;
-        self.conversations
-            .find_one_and_update(query::conversation_at(m.conversation_id, m.seq - 1), update)
-            .return_document(ReturnDocument::After)
-            .await
-            .map_err(map_err)
-    }
-
-    async fn mark_messages_read(&self, conversation: ObjectId, reader: &str, up_to: i64) -> StoreResult<u64> {
-        self.messages
-            .update_many(query::unread_messages(conversation, reader, up_to), query::set_status(MessageStatus::Read))
-            .await
-            .map(|r| r.modified_count)
-            .map_err(map_err)
-    }
-
-    async fn count_unread(&self, conversation: ObjectId, reader: &str, up_to: i64) -> StoreResult<i64> {
-        self.messages
-            .count_documents(query::unread_messages(conversation, reader, up_to))
-            .await
-            .map(|n| i64::try_from(n).unwrap_or(i64::MAX))
-            .map_err(map_err)
-    }
-
-    async fn set_unread(
-        &self,
-        conversation: ObjectId,
-        watermark: i64,
-        slot: usize,
-        count: i64,
-        last_message_read: bool,
-    ) -> StoreResult<Option<ConversationDoc>> {
-        self.conversations
-            .find_one_and_update(
-                query::conversation_at(conversation, watermark),
-                query::set_unread(slot, count, last_message_read),
-            )
-            .return_document(ReturnDocument::After)
-            .await
-            .map_err(map_err)
-    }
-
-    async fn mark_messages_delivered(&self, conversation: ObjectId, receiver: &str, up_to: i64) -> StoreResult<u64> {
-        self.messages
-            .update_many(
-                query::undelivered_messages(conversation, receiver, up_to),
-                query::set_status(MessageStatus::Delivered),
-            )
-            .await
-            .map(|r| r.modified_count)
-            .map_err(map_err)
-    }
-
-    async fn mark_last_message_delivered(&self, conversation: ObjectId, receiver: &str, up_to: i64) -> StoreResult<()> {
-        self.conversations
-            .update_one(query::last_message_deliverable(conversation, receiver, up_to), query::last_message_delivered())
-            .await
-            .map(|_| ())
-            .map_err(map_err)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Instant;
 
+    use mongodb::options::ClientOptions;
+
     use super::*;
-    use crate::chat::model::{MessageType, from_millis};
-
-    async fn parsed(uri: &str) -> (ClientOptions, Duration) {
-        client_options(uri).await.unwrap()
-    }
-
-    #[tokio::test]
-    async fn defaults_fill_what_the_uri_leaves_unset() {
-        let (o, call) = parsed("mongodb://db.internal:27017/").await;
-        assert_eq!(o.server_selection_timeout, Some(Duration::from_secs(2)));
-        assert_eq!(o.connect_timeout, Some(Duration::from_secs(2)));
-        assert_eq!(o.max_pool_size, Some(50));
-        assert_eq!(o.retry_writes, Some(true));
-        assert_eq!(o.retry_reads, Some(true));
-        assert_eq!(o.app_name.as_deref(), Some("jobsphere-chat"));
-        let wc = o.write_concern.unwrap();
-        assert_eq!((wc.w, wc.journal), (Some(Acknowledgment::Majority), Some(true)));
-        assert_eq!(call, Duration::from_secs(5));
-    }
-
-    #[tokio::test]
-    async fn the_uri_wins() {
-        let (o, call) = parsed(
-            "mongodb://u:p@a:1,b:2/?replicaSet=rs0&serverSelectionTimeoutMS=500&connectTimeoutMS=700\
-             &maxPoolSize=7&retryWrites=false&retryReads=false&socketTimeoutMS=9000&w=1&appName=x",
-        )
-        .await;
-        assert_eq!(o.server_selection_timeout, Some(Duration::from_millis(500)));
-        assert_eq!(o.connect_timeout, Some(Duration::from_millis(700)));
-        assert_eq!(o.max_pool_size, Some(7));
-        assert_eq!(o.retry_writes, Some(false));
-        assert_eq!(o.retry_reads, Some(false));
-        assert_eq!(o.app_name.as_deref(), Some("x"));
-        assert_eq!(o.write_concern.unwrap().w, Some(Acknowledgment::Nodes(1)));
-        assert_eq!(call, Duration::from_secs(9));
-    }
-
-    #[test]
-    fn socket_timeout_is_taken_out_of_the_uri() {
-        let t = |u: &str| take_socket_timeout(u).unwrap();
-        assert_eq!(t("mongodb://h/db"), ("mongodb://h/db".to_owned(), None));
-        assert_eq!(t("mongodb://h/?w=1"), ("mongodb://h/?w=1".to_owned(), None));
-        assert_eq!(
-            t("mongodb://u:p%3F@h/db?w=1&socketTimeoutMS=2500;retryWrites=false"),
-            ("mongodb://u:p%3F@h/db?w=1&retryWrites=false".to_owned(), Some(Duration::from_millis(2500)))
-        );
-        assert_eq!(t("mongodb://h/?SOCKETTIMEOUTMS=0"), ("mongodb://h/".to_owned(), Some(Duration::ZERO)));
-        assert!(take_socket_timeout("mongodb://h/?socketTimeoutMS=soon").is_err());
-    }
-
-    #[tokio::test]
-    async fn zero_socket_timeout_means_the_default_deadline() {
-        assert_eq!(parsed("mongodb://h/?socketTimeoutMS=0").await.1, Duration::from_secs(5));
-    }
-
-    #[tokio::test]
-    async fn connect_fails_fast_and_clearly_without_a_server() {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let started = Instant::now();
-        let err = connect(&format!("mongodb://user:secret@127.0.0.1:{port}/?serverSelectionTimeoutMS=300"), "chat")
-            .await
-            .err()
-            .expect("no server there");
-        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
-        let text = format!("{err:#}");
-        assert!(text.contains(&format!("127.0.0.1:{port}")) && text.contains("not reachable"), "{text}");
-        assert!(!text.contains("secret"), "credentials never in errors: {text}");
-    }
-
-    #[tokio::test]
-    async fn a_bad_uri_is_a_clear_error() {
-        let err = connect("mongodb://", "chat").await.err().expect("invalid");
-        assert!(format!("{err:#}").contains("MONGODB_URI"), "{err:#}");
-    }
+    use crate::chat::model::{MessageStatus, MessageType, from_millis};
 
     #[tokio::test]
     async fn calls_past_the_deadline_are_unavailable() {
@@ -675,20 +531,55 @@ mod tests {
         assert_eq!(bounded(Duration::from_secs(1), async { Ok(3) }).await.unwrap(), 3);
     }
 
+    fn closed_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    }
+
     /// A store on a client that can reach no server: answers come from the id checks alone, or
     /// are `Unavailable` within the deadline — never a panic, never a hang.
-    async fn offline_store() -> MongoStore {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    async fn offline_store(schema_ready: bool) -> MongoStore {
         let mut o =
-            ClientOptions::parse(format!("mongodb://127.0.0.1:{port}/?serverSelectionTimeoutMS=100")).await.unwrap();
-        apply_defaults(&mut o);
+            ClientOptions::parse(format!("mongodb://127.0.0.1:{}/?serverSelectionTimeoutMS=100", closed_port()))
+                .await
+                .unwrap();
+        connect::apply_defaults(&mut o);
         let client = Client::with_options(o).unwrap();
-        MongoStore::new(client.database("chat"), Duration::from_secs(3), PoolMetrics::new(1))
+        let deadline = Duration::from_secs(3);
+        let db = client.database_with_options("chat", connect::enforced(deadline));
+        let s = MongoStore::new(db, Names { prefix: "chat_".into() }, deadline, PoolMetrics::new(1));
+        s.schema.ready.store(schema_ready, Ordering::Release);
+        s
+    }
+
+    #[tokio::test]
+    async fn collections_carry_the_prefix() {
+        let s = offline_store(true).await;
+        assert_eq!(
+            [s.users.name(), s.conversations.name(), s.messages.name()],
+            ["chat_users", "chat_conversations", "chat_messages"]
+        );
+        assert!(validate_prefix("chat_").is_ok() && validate_prefix("").is_ok());
+        for bad in ["a.b", "a b", "$x", "x/y", &"p".repeat(65)] {
+            assert!(validate_prefix(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[tokio::test]
+    async fn connect_needs_no_server_and_migrate_says_unavailable_quickly() {
+        let port = closed_port();
+        let uri = format!("mongodb://user:secret@127.0.0.1:{port}/?serverSelectionTimeoutMS=300");
+        let s = MongoStore::connect(&MongoSettings::new(uri, "chat")).await.expect("no round trip at connect");
+        let started = Instant::now();
+        let err = s.migrate().await.unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+        assert!(matches!(&err, StoreError::Unavailable(_)), "{err:?}");
+        assert!(!err.to_string().contains("secret"), "credentials never in errors: {err}");
+        assert!(matches!(s.ping().await, Err(StoreError::Unavailable(_))), "not ready");
     }
 
     #[tokio::test]
     async fn invalid_ids_answer_like_unknown_ones_without_a_round_trip() {
-        let s = offline_store().await;
+        let s = offline_store(true).await;
         for bad in ["", "nope", "65a00000000000000000000", "zz0000000000000000000000", "éééééééééééé"] {
             assert_eq!(s.get_conversation(bad).await.unwrap(), None);
             let q = HistoryQuery { before_seq: None, skip: 0, limit: 10 };
@@ -715,19 +606,21 @@ mod tests {
 
     #[tokio::test]
     async fn an_outage_is_unavailable() {
-        let s = offline_store().await;
-        assert!(matches!(s.ping().await, Err(StoreError::Unavailable(_))));
-        assert!(matches!(s.get_conversation(&ObjectId::new().to_hex()).await, Err(StoreError::Unavailable(_))));
-        let msg = NewMessage {
-            conversation_id: ObjectId::new().to_hex(),
-            sender_id: "a".into(),
-            receiver_id: "b".into(),
-            message_type: MessageType::Text,
-            content: "x".into(),
-            client_message_id: Some("m".into()),
-        };
-        assert!(matches!(s.insert_message(msg).await, Err(StoreError::Unavailable(_))));
-        assert!(matches!(s.find_or_create_conversation("a", "b", None).await, Err(StoreError::Unavailable(_))));
+        for schema_ready in [true, false] {
+            let s = offline_store(schema_ready).await;
+            assert!(matches!(s.ping().await, Err(StoreError::Unavailable(_))));
+            assert!(matches!(s.get_conversation(&ObjectId::new().to_hex()).await, Err(StoreError::Unavailable(_))));
+            let msg = NewMessage {
+                conversation_id: ObjectId::new().to_hex(),
+                sender_id: "a".into(),
+                receiver_id: "b".into(),
+                message_type: MessageType::Text,
+                content: "x".into(),
+                client_message_id: Some("m".into()),
+            };
+            assert!(matches!(s.insert_message(msg).await, Err(StoreError::Unavailable(_))));
+            assert!(matches!(s.find_or_create_conversation("a", "b", None).await, Err(StoreError::Unavailable(_))));
+        }
     }
 
     #[test]
