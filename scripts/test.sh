@@ -24,6 +24,13 @@ else
     cargo test --locked --no-fail-fast
 fi
 
+step "MongoDB store suite (the store cases against a real server)"
+if [ -n "${MONGODB_URI:-}" ]; then
+    cargo nextest run --locked --no-fail-fast --run-ignored only -E 'test(/store_suite::mongo_/)'
+else
+    echo "skipped: MONGODB_URI is unset, so the mongo_* store cases were reported as skipped above"
+fi
+
 step "deployment checks (helm, k8s, nginx, compose, Dockerfile)"
 bash tests/deploy/check.sh
 
