@@ -59,8 +59,9 @@ FAILURE_ONLY = set()
 EVENTS = {
     "join_conversation", "leave_conversation", "send_message", "typing_start", "typing_stop",
     "mark_as_read", "mark_as_delivered", "get_online_status", "sync", "unknown",
-    # Fan-out failures of a sent message are counted as event errors of `new_message`.
-    "new_message",
+    # Fan-out failures are counted as event errors of the server event that failed.
+    "new_message", "message_delivered", "user_typing", "messages_read", "messages_delivered",
+    "user_status", "error",
 }
 MAX_SERIES_PER_NODE = 3000
 
