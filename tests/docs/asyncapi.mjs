@@ -44,11 +44,14 @@ const names = (action) =>
     .sort();
 const documented = { receive: names("receive"), send: names("send") };
 
-// The server's constants, split at the `// server → client` comment.
-const src = read("src/realtime/events.rs");
-const split = src.indexOf("// server");
+// The server's names: client → server constants in src/realtime/events.rs, server → client
+// from `ServerEvent::name` in src/coord/fanout/event.rs.
 const consts = (text) => [...text.matchAll(/pub const [A-Z_]+: &str = "([a-z_]+)";/g)].map((m) => m[1]).sort();
-const server = { receive: consts(src.slice(0, split)), send: consts(src.slice(split)) };
+const serverEvents = (text) => [...text.matchAll(/Self::[A-Za-z]+\(_\) => "([a-z_]+)",/g)].map((m) => m[1]).sort();
+const server = {
+  receive: consts(read("src/realtime/events.rs")),
+  send: serverEvents(read("src/coord/fanout/event.rs")),
+};
 
 for (const [action, label] of [
   ["receive", "client → server"],
@@ -56,8 +59,8 @@ for (const [action, label] of [
 ]) {
   const a = JSON.stringify(documented[action]);
   const b = JSON.stringify(server[action]);
-  if (a === b) ok(`${label} events match src/realtime/events.rs (${server[action].length})`);
-  else fail(`${label} events match src/realtime/events.rs`, [`asyncapi: ${a}`, `server:   ${b}`]);
+  if (a === b) ok(`${label} events match the server's event names (${server[action].length})`);
+  else fail(`${label} events match the server's event names`, [`asyncapi: ${a}`, `server:   ${b}`]);
 }
 
 const page = read("docs/events.md");
