@@ -181,21 +181,18 @@ impl TlsRedis {
         let port = free_port();
         let mut args = server_args(0, dir.path());
         let p = |f: &str| pki.path(f).display().to_string();
-        args.extend(
-            [
-                "--tls-port".to_string(),
-                port.to_string(),
-                "--tls-cert-file".into(),
-                p("server.pem"),
-                "--tls-key-file".into(),
-                p("server.key"),
-                "--tls-ca-cert-file".into(),
-                p("ca.pem"),
-                "--tls-auth-clients".into(),
-                "yes".into(),
-            ]
-            .into_iter(),
-        );
+        args.extend([
+            "--tls-port".to_string(),
+            port.to_string(),
+            "--tls-cert-file".into(),
+            p("server.pem"),
+            "--tls-key-file".into(),
+            p("server.key"),
+            "--tls-ca-cert-file".into(),
+            p("ca.pem"),
+            "--tls-auth-clients".into(),
+            "yes".into(),
+        ]);
         let proc = spawn("redis-server", &args);
         let tls = pki.cli_args();
         until("the TLS redis-server", || cli(port, &tls, &["PING"]) == "PONG").await;
@@ -310,8 +307,17 @@ impl RedisCluster {
             std::fs::create_dir_all(&d).expect("mkdir");
             let mut args = server_args(port, &d);
             args.extend(
-                ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "1000"]
-                    .map(String::from),
+                [
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "1000",
+                    "--repl-diskless-sync-delay",
+                    "0",
+                ]
+                .map(String::from),
             );
             procs.push(spawn("redis-server", &args));
         }
@@ -325,6 +331,14 @@ impl RedisCluster {
         assert!(st.is_ok_and(|s| s.success()), "redis-cli --cluster create failed");
         let c = Self { ports, procs, dir };
         c.wait_healthy(3).await;
+        // A replica that never finished its first sync refuses to stand for election.
+        until("every replica in sync", || {
+            c.ports.iter().all(|p| {
+                let info = cli(*p, &[], &["INFO", "replication"]);
+                info.contains("role:master") || info.contains("master_link_status:up")
+            })
+        })
+        .await;
         c
     }
 
