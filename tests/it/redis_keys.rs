@@ -64,7 +64,8 @@ pub fn audit(ports: &[u16], prefix: &str) -> usize {
         for key in cli(port, &[], &["--scan", "--pattern", &format!("{prefix}*")]).lines() {
             seen += 1;
             assert!(key.contains('{') && key.contains('}'), "{key} has no hash tag");
-            let ttl: i64 = cli(port, &[], &["PTTL", key]).parse().unwrap_or(-3);
+            // `-c`: a Redis Cluster replica answers MOVED; follow it to the master.
+            let ttl: i64 = cli(port, &[], &["-c", "PTTL", key]).parse().unwrap_or(-3);
             let owned = !jobsphere_chat::coord::redis::keys::must_expire(prefix, key);
             assert!(ttl > 0 || (ttl == -1 && owned) || ttl == -2, "{key} has no TTL and no owner (PTTL {ttl})");
         }
