@@ -10,7 +10,7 @@
 //! Keys (all under the configurable prefix `P`, so deployments can share a Redis):
 //! - `P:presence:{user}` zset node → expiry ms; `P:node:{node}:users` set; `P:nodes` zset
 //!   node → heartbeat expiry ms; `P:lastseen:{user}` ms — see [`super::presence::redis`];
-//! - `P:gen:{user}`, `P:cache:{kind}:{user}:{gen}:{variant}` — see [`super::cache::redis`];
+//! - `P:gen:{user}`, `P:cache:{kind}:{user}:{variant}` — see [`super::cache::redis`];
 //! - `P:rl:{kind}:{key}` GCRA state — see [`super::ratelimit::redis`];
 //! - channels `P-socket.io…` of the adapter; shard channel `P:probe:{node}` of the pub/sub
 //!   lag probe (each node hears only its own).

@@ -1,7 +1,10 @@
 //! Cached conversation lists and unread counts in Redis, with per-user generations (see
 //! `crate::coord::cache`): `P:gen:{user}` (a fresh random value on every write that affects the user,
-//! one `SET … EX` where INCR + EXPIRE took two; kept a day, far longer than any value) and values
-//! under `P:cache:{kind}:{user}:{gen}:{variant}`.
+//! one `SET … EX` where INCR + EXPIRE took two; kept a day, far longer than any value) and one
+//! value per (kind, user, variant) under `P:cache:{kind}:{user}:{variant}`, holding
+//! `{gen}\n{value}`. One key per variant (not per generation), so a user who writes and
+//! reads all the time still holds one key per cached view, overwritten, not one per write
+//! until their TTLs run out. A put lands only while its generation is still current.
 
 use std::sync::Arc;
 
@@ -16,11 +19,24 @@ use crate::{
     telemetry::metrics::redis_op,
 };
 
-/// KEYS[1] gen key; ARGV value-key prefix and suffix. Returns {gen, value|false}.
+/// KEYS[1] gen key, KEYS[2] value key. Returns {gen, value|false}.
 const GET: &str = r#"
 local g = redis.call('GET', KEYS[1]) or '0'
-local v = redis.call('GET', ARGV[1] .. g .. ARGV[2])
-return {g, v}
+local v = redis.call('GET', KEYS[2])
+if v then
+  local head = g .. '\n'
+  if string.sub(v, 1, #head) == head then return {g, string.sub(v, #head + 1)} end
+end
+return {g, false}
+"#;
+
+/// KEYS[1] gen key, KEYS[2] value key; ARGV gen, value, ttl secs. Stores only under the
+/// current generation.
+const PUT: &str = r#"
+local g = redis.call('GET', KEYS[1]) or '0'
+if g ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[2], ARGV[1] .. '\n' .. ARGV[2], 'EX', ARGV[3])
+return 1
 "#;
 
 const GEN_TTL_SECS: i64 = 86_400;
@@ -29,25 +45,29 @@ pub struct RedisCache {
     client: Client,
     prefix: Arc<str>,
     get: Script,
+    put: Script,
 }
 
 impl RedisCache {
     pub fn new(client: Client, prefix: &str) -> Self {
-        Self { client, prefix: prefix.into(), get: Script::from_lua(GET) }
+        Self { client, prefix: prefix.into(), get: Script::from_lua(GET), put: Script::from_lua(PUT) }
     }
 
     fn gen_key(&self, user: &str) -> String {
         format!("{}:gen:{user}", self.prefix)
+    }
+
+    fn value_key(&self, kind: CacheKind, user: &str, variant: &str) -> String {
+        format!("{}:cache:{}:{user}:{variant}", self.prefix, kind.name())
     }
 }
 
 #[async_trait]
 impl Cache for RedisCache {
     async fn get(&self, kind: CacheKind, user: &str, variant: &str) -> CoordResult<(Option<String>, Generation)> {
-        let head = format!("{}:cache:{}:{user}:", self.prefix, kind.name());
-        let tail = format!(":{variant}");
+        let keys = vec![self.gen_key(user), self.value_key(kind, user, variant)];
         let (g, v): (String, Option<String>) =
-            redis_op("cache_get", self.get.evalsha_with_reload(&self.client, self.gen_key(user), vec![head, tail]))
+            redis_op("cache_get", self.get.evalsha_with_reload(&self.client, keys, Vec::<String>::new()))
                 .await
                 .map_err(CoordError::from)?;
         Ok((v, g.parse().unwrap_or(0)))
@@ -61,11 +81,15 @@ impl Cache for RedisCache {
         gen_: Generation,
         value: String,
     ) -> CoordResult<()> {
-        let key = format!("{}:cache:{}:{user}:{gen_}:{variant}", self.prefix, kind.name());
-        let ttl = Expiration::EX(kind.ttl().as_secs() as i64);
-        redis_op("cache_put", self.client.set::<(), _, _>(key, value, Some(ttl), None, false))
+        if value.len() > crate::limits::CACHE_MAX_VALUE_BYTES {
+            return Ok(());
+        }
+        let keys = vec![self.gen_key(user), self.value_key(kind, user, variant)];
+        let args = vec![gen_.to_string(), value, kind.ttl().as_secs().to_string()];
+        let _: i64 = redis_op("cache_put", self.put.evalsha_with_reload(&self.client, keys, args))
             .await
-            .map_err(CoordError::from)
+            .map_err(CoordError::from)?;
+        Ok(())
     }
 
     async fn invalidate(&self, users: &[&str]) -> CoordResult<()> {
