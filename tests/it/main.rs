@@ -1,7 +1,12 @@
 //! One integration binary: real nodes, real Redis, real Socket.IO clients (see `harness`).
 
+mod abuse_kit;
 mod harness;
 
+mod abuse_binary;
+mod abuse_connect;
+mod abuse_rate;
+mod abuse_sync;
 mod cluster;
 mod durability;
 mod mongo_wire;
