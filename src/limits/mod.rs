@@ -13,8 +13,10 @@ use std::time::Duration;
 pub use crate::coord::{LimitKind, Quota};
 
 /// Socket events of one socket running at once; more are refused with `rate_limited` at once
-/// (nothing is queued). A client that waits for its acks never has more than a few.
-pub const MAX_IN_FLIGHT_PER_SOCKET: usize = 32;
+/// (nothing is queued). A client that waits for its acks has a few; one that flushes an offline
+/// outbox of queued sends emits them all at once, hence the room. Bounds one socket's tasks
+/// and payloads held (≤ 128 × 64 KiB).
+pub const MAX_IN_FLIGHT_PER_SOCKET: usize = 128;
 /// Sockets of one user on one node (tabs and devices); one more is refused with
 /// `connect_error: too_many_sockets`.
 pub const MAX_SOCKETS_PER_USER: usize = 32;

@@ -344,6 +344,16 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_socket_has_a_bounded_number_of_events_in_flight() {
+        let events = SocketEvents::default();
+        let held: Vec<_> = (0..MAX_IN_FLIGHT_PER_SOCKET).map(|_| events.enter().expect("within the cap")).collect();
+        assert!(events.enter().is_none(), "one more is refused");
+        assert!(events.enter().is_none(), "a refusal takes no place");
+        drop(held);
+        assert!(events.enter().is_some(), "finished events free their places");
+    }
+
+    #[test]
     fn parse_errors_name_the_field() {
         let e =
             parse::<events::SendMessage>(Ok::<_, String>(json!({"conversationId": 5, "content": "x"}))).unwrap_err();
