@@ -9,8 +9,8 @@
 // Env: RATE_STAGES (connections per second, default "10s:50,20s:200,5s:0"), START_RATE (10),
 // PRE_VUS (50) and MAX_VUS (2000: about rate x (HOLD_SECS + 1)), HOLD_SECS (10), thresholds
 // CONNECT_P95_MS (500, latency), CONNECT_OK_RATE (0.99). The node's connection throttle is per
-// client address (RATE_LIMIT_CONNECTS): raise it on the nodes, or all VUs from one k6 host get
-// `rate_limited`. dropped_iterations > 0 means k6 ran out of VUs (raise MAX_VUS).
+// user when the token is in the handshake query, else per client address (RATE_LIMIT_CONNECTS):
+// raise it on the nodes, or VUs from one k6 host get HTTP 429 at the handshake. dropped_iterations > 0 means k6 ran out of VUs (raise MAX_VUS).
 import { Counter } from 'k6/metrics';
 import { baseFor, latency, newJar, num, str, userAt } from './lib/config.js';
 import { connect } from './lib/socketio.js';

@@ -170,6 +170,14 @@ pub struct Config {
     pub rate_limit_connects: u32,
     #[arg(long, env = "RATE_LIMIT_CONNECT_WINDOW_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub rate_limit_connect_window_secs: u64,
+    /// Rate budgets by cost class, overriding the defaults (docs/limits.md): comma-separated
+    /// `kind=N/WINDOW`, e.g. `typing=20/10s,sync=10/10s`.
+    #[arg(long, env = "CHAT_RATE_LIMITS", default_value = "")]
+    pub rate_limits: String,
+    /// Comma-separated CIDRs (or addresses) of the proxies whose `X-Forwarded-For` is believed;
+    /// from any other peer the header is ignored. Unset: the peer address is the client.
+    #[arg(long, env = "CHAT_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_net)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Comma-separated allowed origins (unset = same-origin only).
     #[arg(long, env = "CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
@@ -257,6 +265,7 @@ impl Config {
                 "must be shorter than CHAT_SHUTDOWN_GRACE_SECS".into(),
             ));
         }
+        crate::limits::parse_budgets(&self.rate_limits).map_err(|e| ConfigError::Invalid("CHAT_RATE_LIMITS", e))?;
         for origin in &self.cors_origins {
             if origin.parse::<axum::http::HeaderValue>().is_err() || !origin.starts_with("http") {
                 return Err(ConfigError::Invalid("CORS_ORIGINS", format!("bad origin {origin:?}")));
@@ -305,6 +314,26 @@ impl Config {
     pub fn connect_window(&self) -> Duration {
         Duration::from_secs(self.rate_limit_connect_window_secs)
     }
+
+    /// Every rate budget (defaults, `RATE_LIMIT_*`, then `CHAT_RATE_LIMITS`; checked by
+    /// [`Self::validate`], so a bad override is only ignored by callers that skipped it).
+    pub fn budgets(&self) -> Vec<(crate::limits::LimitKind, crate::limits::Quota)> {
+        use crate::limits::Quota;
+        let overrides = crate::limits::parse_budgets(&self.rate_limits).unwrap_or_default();
+        crate::limits::budgets(
+            Quota { limit: self.rate_limit_messages, window: self.rate_limit_window() },
+            Quota { limit: self.rate_limit_connects, window: self.connect_window() },
+            &overrides,
+        )
+    }
+}
+
+/// A CIDR, or a bare address (one host).
+fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
+    let s = s.trim();
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{s:?} is not a CIDR (10.0.0.0/8) or an address"))
 }
 
 /// The CLI with every `env = …` lookup removed.
@@ -378,6 +407,19 @@ mod tests {
         assert_eq!(c.redis_url, None);
         assert_eq!(c.mongodb_uri, None);
         assert_eq!(c.presence_ttl_secs, 60);
+    }
+
+    #[test]
+    fn limits_and_proxies_parse() {
+        let c = parse(&["--rate-limits", "typing=5/1s", "--trusted-proxies", "10.0.0.0/8,127.0.0.1"]).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.trusted_proxies.len(), 2);
+        assert!(c.trusted_proxies[1].contains(&"127.0.0.1".parse::<std::net::IpAddr>().unwrap()));
+        let t = c.budgets();
+        assert_eq!(t.iter().find(|(k, _)| *k == crate::limits::LimitKind::Typing).unwrap().1.limit, 5);
+        assert!(parse(&["--trusted-proxies", "nope"]).is_err());
+        let c = parse(&["--rate-limits", "typo=1/1s"]).unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("CHAT_RATE_LIMITS"));
     }
 
     #[test]

@@ -25,6 +25,8 @@
 //!   socketioxide, plus a recording fan-out for tests); `redis` is the shared connection.
 //! - [`telemetry`]: logs, traces, metrics.
 //! - [`error`]: the boundary error type and response envelopes.
+//! - [`limits`]: every bound a client can meet: rate budgets by cost class, caps per socket
+//!   and per user, the size of a `sync` answer.
 //! - [`in_flight`]: counts socket events still running, so the drain can wait for them.
 //! - [`probe`]: `healthcheck` and `probe`, the commands that check a running node from outside.
 
@@ -36,6 +38,7 @@ pub mod edge;
 pub mod error;
 pub mod http;
 pub mod in_flight;
+pub mod limits;
 pub mod node;
 pub mod probe;
 pub mod realtime;

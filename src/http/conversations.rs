@@ -53,7 +53,10 @@ async fn list_conversations(
     Caller(me): Caller,
     ApiQuery(p): ApiQuery<ListParams>,
 ) -> Result<Response, ApiError> {
-    let page = st.chat.list_conversations(&me, limit(p.limit, 20, 100)?, p.cursor.as_deref()).await?;
+    let page = st
+        .chat
+        .list_conversations(&me, limit(p.limit, crate::chat::service::LIST_DEFAULT_LIMIT, 100)?, p.cursor.as_deref())
+        .await?;
     Ok(success(StatusCode::OK, "conversations", page))
 }
 
@@ -86,12 +89,16 @@ async fn create_conversation(
     })
 }
 
+/// Deepest `page` of history (`page × limit` rows skipped in the store).
+const MAX_PAGE: u64 = 100;
+
 #[derive(Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 struct HistoryParams {
     /// Page size, 1-100 (default 50).
     limit: Option<u32>,
     before: Option<i64>,
+    /// 1-100; deeper pages go by `before`.
     page: Option<u64>,
 }
 
@@ -114,6 +121,10 @@ async fn list_messages(
     let skip = match p.page {
         None => 0,
         Some(0) => return Err(ApiError::validation("page", "must be 1 or more")),
+        // The store skips `skip` rows to get there: deep pages go by `before` instead.
+        Some(n) if n > MAX_PAGE => {
+            return Err(ApiError::validation("page", format!("at most {MAX_PAGE}; page further with `before`")));
+        }
         Some(n) => (n - 1).saturating_mul(u64::from(limit)),
     };
     let page = st.chat.history(&me, &id, HistoryQuery { before_seq: p.before, skip, limit }).await?;

@@ -33,7 +33,7 @@ struct StatusParams {
     responses((status = 200, body = super::openapi::Success<super::openapi::Statuses>), super::openapi::Errors))]
 async fn get_status(
     State(st): State<AppState>,
-    Caller(_me): Caller,
+    Caller(me): Caller,
     ApiQuery(p): ApiQuery<StatusParams>,
 ) -> Result<Response, ApiError> {
     let ids: Vec<String> =
@@ -41,6 +41,6 @@ async fn get_status(
     if ids.is_empty() {
         return Err(ApiError::validation("ids", "is required: comma-separated user ids"));
     }
-    let statuses = st.chat.statuses(&ids).await?;
+    let statuses = st.chat.statuses(me.id(), &ids).await?;
     Ok(success(StatusCode::OK, "statuses", Statuses { statuses }))
 }

@@ -18,7 +18,7 @@ use crate::{
     },
     config::Config,
     coord::{
-        Cache, LimitKind, PresenceBackend, Quota, RateLimiter, SharedBackend,
+        Cache, PresenceBackend, RateLimiter, SharedBackend,
         cache::local::LocalCache,
         fanout::{Fanout, socketio::SocketIoFanout},
         presence::local::LocalPresence,
@@ -83,10 +83,7 @@ struct Coordination {
 
 /// The one place that chooses in-process or Redis, for every capability at once.
 async fn coordination(config: &Config, node_id: &str) -> anyhow::Result<Coordination> {
-    let quotas = [
-        (LimitKind::Message, Quota { limit: config.rate_limit_messages, window: config.rate_limit_window() }),
-        (LimitKind::Connection, Quota { limit: config.rate_limit_connects, window: config.connect_window() }),
-    ];
+    let quotas = config.budgets();
     let builder = realtime::builder();
     match &config.redis_url {
         None => {
@@ -102,8 +99,8 @@ async fn coordination(config: &Config, node_id: &str) -> anyhow::Result<Coordina
             let fanout = Arc::new(SocketIoFanout::new(io.clone()));
             let socket_io: Mount = Box::new(move |state| {
                 Box::pin(async move {
-                    realtime::register(&io, state);
-                    Ok(Box::new(move |r| realtime::attach(r, layer)) as Attach)
+                    realtime::register(&io, state.clone());
+                    Ok(Box::new(move |r| realtime::attach(r, layer, state)) as Attach)
                 })
             });
             Ok(Coordination {
@@ -126,8 +123,8 @@ async fn coordination(config: &Config, node_id: &str) -> anyhow::Result<Coordina
             let fanout = Arc::new(SocketIoFanout::new(io.clone()));
             let socket_io: Mount = Box::new(move |state| {
                 Box::pin(async move {
-                    realtime::register(&io, state).await.context("registering the namespace")?;
-                    Ok(Box::new(move |r| realtime::attach(r, layer)) as Attach)
+                    realtime::register(&io, state.clone()).await.context("registering the namespace")?;
+                    Ok(Box::new(move |r| realtime::attach(r, layer, state)) as Attach)
                 })
             });
             Ok(Coordination {

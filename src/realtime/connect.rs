@@ -1,23 +1,28 @@
 //! Connect middleware: everything that can refuse a connection happens here, before the socket
 //! joins the namespace, so a refused client gets `connect_error` and never becomes connected.
+//!
+//! Only the client's own faults refuse here (socket.io clients treat `connect_error` as final):
+//! a bad token, or one socket too many for that user. Load is throttled earlier, at the
+//! Engine.IO handshake (see [`super::throttle`]), where an HTTP 429 makes clients retry.
 
 use socketioxide::{adapter::Adapter, extract::SocketRef};
 
-use crate::{auth::Identity, coord::LimitKind, edge::client_ip, state::AppState, telemetry::metrics as m};
+use crate::{auth::Identity, limits::MAX_SOCKETS_PER_USER, state::AppState, telemetry::metrics as m};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     #[error("unauthorized")]
     Unauthorized,
-    #[error("rate_limited")]
-    RateLimited,
+    /// The user already has [`MAX_SOCKETS_PER_USER`] sockets on this node.
+    #[error("too_many_sockets")]
+    TooManySockets,
 }
 
 impl ConnectError {
     fn reason(&self) -> &'static str {
         match self {
             Self::Unauthorized => "unauthorized",
-            Self::RateLimited => "rate_limited",
+            Self::TooManySockets => "too_many_sockets",
         }
     }
 }
@@ -56,15 +61,9 @@ async fn check<A: Adapter>(
     s: &SocketRef<A>,
     auth: Option<&serde_json::Value>,
 ) -> Result<(), ConnectError> {
-    // Never refuse for a reason of ours (draining, a Redis outage): socket.io clients treat a
-    // `connect_error` as final and stop reconnecting. A draining node accepts, and closes the
-    // transport at the end of its drain so the client reconnects elsewhere.
-    let ip = client_ip(&s.req_parts().headers, &s.req_parts().extensions);
-    match state.chat.check_rate(LimitKind::Connection, &ip).await {
-        Ok(()) => {}
-        Err(crate::error::ApiError::RateLimited { .. }) => return Err(ConnectError::RateLimited),
-        Err(e) => tracing::warn!(error = %e, "connection throttle unavailable: letting the connection in"),
-    }
+    // Never refuse for a reason of ours (draining, a Redis outage, load): socket.io clients
+    // treat a `connect_error` as final and stop reconnecting. A draining node accepts, and
+    // closes the transport at the end of its drain so the client reconnects elsewhere.
     let token = find_token(s, auth).ok_or(ConnectError::Unauthorized)?;
     let identity: Identity = state.jwt.verify(&token).map_err(|e| {
         tracing::debug!(error = %e, "socket auth refused");
@@ -72,6 +71,10 @@ async fn check<A: Adapter>(
     })?;
     // Registered and counted before the client is told it is connected: a second device is
     // online everywhere by the time it can act, and a first message can name its sender.
+    if state.chat.presence().local_sockets(identity.id()).await >= MAX_SOCKETS_PER_USER {
+        metrics::counter!(m::RATE_LIMITED_TOTAL, "kind" => "sockets_per_user").increment(1);
+        return Err(ConnectError::TooManySockets);
+    }
     if let Err(e) = state.chat.register_user(&identity).await {
         tracing::warn!(error = %e, "user registration failed");
     }

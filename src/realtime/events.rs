@@ -13,6 +13,18 @@ pub const MARK_AS_READ: &str = "mark_as_read";
 pub const MARK_AS_DELIVERED: &str = "mark_as_delivered";
 pub const GET_ONLINE_STATUS: &str = "get_online_status";
 pub const SYNC: &str = "sync";
+/// Every client → server event.
+pub const ALL: &[&str] = &[
+    JOIN_CONVERSATION,
+    LEAVE_CONVERSATION,
+    SEND_MESSAGE,
+    TYPING_START,
+    TYPING_STOP,
+    MARK_AS_READ,
+    MARK_AS_DELIVERED,
+    GET_ONLINE_STATUS,
+    SYNC,
+];
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -3,7 +3,10 @@
 
 use std::{
     future::Future,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
     time::Instant,
 };
 
@@ -26,9 +29,38 @@ use crate::{
     },
     coord::fanout::socketio::{conversation_room, user_room},
     error::ApiError,
+    limits::{LimitKind, MAX_IN_FLIGHT_PER_SOCKET, MAX_ROOMS_PER_SOCKET},
     state::AppState,
     telemetry::metrics as m,
 };
+
+/// Events of one socket running now, capped at [`MAX_IN_FLIGHT_PER_SOCKET`]: socketioxide spawns
+/// a task per event, so without it one socket could start any number at once.
+#[derive(Clone, Default)]
+struct SocketEvents(Arc<AtomicUsize>);
+
+/// One running event of a socket; frees its place when dropped.
+struct EventSlot(Arc<AtomicUsize>);
+
+impl SocketEvents {
+    fn enter(&self) -> Option<EventSlot> {
+        let prev = self.0.fetch_add(1, Ordering::AcqRel);
+        if prev >= MAX_IN_FLIGHT_PER_SOCKET {
+            self.0.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(EventSlot(self.0.clone()))
+    }
+}
+
+impl Drop for EventSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// What a client is told to wait when it has too many events in flight.
+const IN_FLIGHT_RETRY_MS: u64 = 250;
 
 /// Decodes a payload; errors name the offending field.
 fn parse<P: DeserializeOwned>(v: Result<Value, impl std::fmt::Display>) -> Result<P, ApiError> {
@@ -71,7 +103,7 @@ impl<A: Adapter> ReplySlot<A> {
 ///
 /// Boxed: [`dispatch`] returns one future type for every event.
 fn run<A, P, F, Fut, R>(
-    state: &AppState,
+    (state, slot): (&AppState, EventSlot),
     s: SocketRef<A>,
     event: &'static str,
     v: Result<Value, impl std::fmt::Display + Send + 'static>,
@@ -94,7 +126,7 @@ where
     let in_flight = state.in_flight.enter();
     Box::pin(
         async move {
-            let _in_flight = in_flight;
+            let _in_flight = (in_flight, slot);
             let start = Instant::now();
             metrics::counter!(m::EVENTS_TOTAL, "event" => event).increment(1);
             let slot = Arc::new(ReplySlot(Mutex::new(Some(reply))));
@@ -116,9 +148,11 @@ where
     )
 }
 
-/// Routes an event to its handler; unknown events get a `validation` error.
+/// Routes an event to its handler; unknown events get a `validation` error, events over the
+/// socket's in-flight cap `rate_limited` (before any work).
 fn dispatch<A: Adapter>(
     st: &AppState,
+    events_of_socket: &SocketEvents,
     s: SocketRef<A>,
     name: &str,
     v: Result<Value, impl std::fmt::Display + Send + 'static>,
@@ -128,6 +162,16 @@ fn dispatch<A: Adapter>(
         GET_ONLINE_STATUS, JOIN_CONVERSATION, LEAVE_CONVERSATION, MARK_AS_DELIVERED, MARK_AS_READ, SEND_MESSAGE, SYNC,
         TYPING_START, TYPING_STOP,
     };
+    let Some(slot) = events_of_socket.enter() else {
+        metrics::counter!(m::RATE_LIMITED_TOTAL, "kind" => "in_flight").increment(1);
+        let e = ApiError::RateLimited { retry_after_ms: IN_FLIGHT_RETRY_MS };
+        match events::ALL.iter().copied().find(|e| *e == name) {
+            Some(known) => reply.error(&e, known),
+            None => reply.error_as(&e, "unknown", &truncate(name, 64)),
+        }
+        return Box::pin(std::future::ready(()));
+    };
+    let st = (st, slot);
     match name {
         JOIN_CONVERSATION => run(st, s, JOIN_CONVERSATION, v, reply, on_join_conversation),
         LEAVE_CONVERSATION => run(st, s, LEAVE_CONVERSATION, v, reply, on_leave_conversation),
@@ -179,8 +223,9 @@ pub fn on_connect<A: Adapter>(state: &AppState, s: &SocketRef<A>) {
 /// our nine events.
 fn register_events<A: Adapter>(s: &SocketRef<A>, state: &AppState) {
     let st = state.clone();
+    let in_flight = SocketEvents::default();
     s.on_fallback(move |s: SocketRef<A>, Event(name): Event, TryData(v): TryData<Value>, reply: Reply<A>| {
-        dispatch(&st, s, &name, v, reply)
+        dispatch(&st, &in_flight, s, &name, v, reply)
     });
 
     let st = state.clone();
@@ -216,14 +261,26 @@ fn reason_label(r: DisconnectReason) -> &'static str {
 /// `join_conversation`: this socket gets the conversation's typing events.
 async fn on_join_conversation<A: Adapter>(cx: Cx<A>, p: events::ConversationRef) -> Result<ConversationAck, ApiError> {
     record_conversation(&p.conversation_id);
+    crate::chat::validate::object_id("conversationId", &p.conversation_id)?;
+    cx.st.chat.check_rate(LimitKind::Join, cx.me.id()).await?;
     cx.st.chat.authorize(cx.me.id(), &p.conversation_id).await?;
-    cx.s.join(conversation_room(&p.conversation_id, cx.me.id()));
+    let room = conversation_room(&p.conversation_id, cx.me.id());
+    let rooms = cx.s.rooms();
+    // Its own user room is one of them.
+    if rooms.len() > MAX_ROOMS_PER_SOCKET && !rooms.iter().any(|r| *r == room) {
+        return Err(ApiError::validation(
+            "conversationId",
+            format!("this socket already joined {MAX_ROOMS_PER_SOCKET} conversations: leave one first"),
+        ));
+    }
+    cx.s.join(room);
     Ok(ConversationAck { conversation_id: p.conversation_id })
 }
 
 /// `leave_conversation`
 async fn on_leave_conversation<A: Adapter>(cx: Cx<A>, p: events::ConversationRef) -> Result<ConversationAck, ApiError> {
     crate::chat::validate::object_id("conversationId", &p.conversation_id)?;
+    cx.st.chat.check_rate(LimitKind::Join, cx.me.id()).await?;
     cx.s.leave(conversation_room(&p.conversation_id, cx.me.id()));
     Ok(ConversationAck { conversation_id: p.conversation_id })
 }
@@ -250,7 +307,7 @@ async fn on_mark_as_delivered<A: Adapter>(cx: Cx<A>, p: events::MarkAsDelivered)
 
 /// `get_online_status`
 async fn on_get_online_status<A: Adapter>(cx: Cx<A>, p: events::GetOnlineStatus) -> Result<Statuses, ApiError> {
-    Ok(Statuses { statuses: cx.st.chat.statuses(&p.user_ids).await? })
+    Ok(Statuses { statuses: cx.st.chat.statuses(cx.me.id(), &p.user_ids).await? })
 }
 
 /// `sync`
@@ -285,6 +342,16 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn a_socket_has_a_bounded_number_of_events_in_flight() {
+        let events = SocketEvents::default();
+        let held: Vec<_> = (0..MAX_IN_FLIGHT_PER_SOCKET).map(|_| events.enter().expect("within the cap")).collect();
+        assert!(events.enter().is_none(), "one more is refused");
+        assert!(events.enter().is_none(), "a refusal takes no place");
+        drop(held);
+        assert!(events.enter().is_some(), "finished events free their places");
+    }
 
     #[test]
     fn parse_errors_name_the_field() {

@@ -19,11 +19,22 @@ pub mod connect;
 pub mod events;
 pub mod handlers;
 pub mod reply;
+pub mod throttle;
 
 /// Engine settings shared by both adapters. `max_payload` only covers long-polling; websocket
 /// frames are capped separately (exceeding them closes that one connection).
+///
+/// Binary attachments are refused: the app has no binary event, and socketioxide's defaults
+/// (10,000 attachments, 10 MB buffered per packet, 60 s to complete it) would let one socket
+/// park 10 MB for a minute. With no attachment allowed, a binary event fails to parse and
+/// socketioxide closes that socket (`parse_error`) before buffering anything.
 pub fn builder() -> SocketIoBuilder {
+    let parser = socketioxide::ParserConfig::common()
+        .max_incoming_binaries(0)
+        .max_incoming_binary_buf_size(0)
+        .packet_completion_timeout(Duration::from_secs(1));
     SocketIo::builder()
+        .with_parser(parser)
         .max_payload(MAX_PAYLOAD as u64)
         .ws_max_message_size(MAX_PAYLOAD)
         .ws_max_frame_size(MAX_PAYLOAD)
@@ -54,14 +65,15 @@ pub fn register<A: Adapter + DefinedAdapter>(io: &SocketIo<A>, state: AppState) 
     io.ns("/", handler.with(middleware))
 }
 
-/// Attaches the Socket.IO layer to the router, behind [`own_head`] and the Engine.IO error
-/// counter (engineioxide answers handshake/session errors itself, see
-/// `telemetry::engineio`).
-pub fn attach<A: Adapter>(router: Router, layer: socketioxide::layer::SocketIoLayer<A>) -> Router {
+/// Attaches the Socket.IO layer to the router, behind (outermost first) the handshake throttle
+/// (its 429s are not Engine.IO errors), the Engine.IO error counter (engineioxide answers
+/// handshake/session errors itself, see `telemetry::engineio`) and [`own_head`].
+pub fn attach<A: Adapter>(router: Router, layer: socketioxide::layer::SocketIoLayer<A>, state: AppState) -> Router {
     router
         .layer(layer)
         .layer(tower::util::MapRequestLayer::new(own_head::<axum::body::Body>))
         .layer(axum::middleware::from_fn(crate::telemetry::engineio::count_errors))
+        .layer(axum::middleware::from_fn_with_state(state, throttle::throttle_handshakes))
 }
 
 /// Where socketioxide serves Socket.IO (its default `req_path`).

@@ -42,7 +42,8 @@ pub const TOKIO_PARKS_TOTAL: &str = "chat_tokio_worker_parks_total";
 /// Label values of the counters that are created at 0 when the node starts (see [`register_zeros`]).
 pub mod labels {
     /// `chat_connection_errors_total{reason}` (the connect middleware's refusals).
-    pub const CONNECTION_ERROR_REASONS: &[&str] = &["unauthorized", "rate_limited"];
+    /// (Load is never a reason: over-budget handshakes get HTTP 429, see `chat_rate_limited_total`.)
+    pub const CONNECTION_ERROR_REASONS: &[&str] = &["unauthorized", "too_many_sockets"];
     /// `chat_socket_disconnects_total{reason}`.
     pub const DISCONNECT_REASONS: &[&str] = &[
         "transport_close",
@@ -104,8 +105,21 @@ pub mod labels {
         "rate_limit",
         "pubsub_probe",
     ];
-    /// `chat_rate_limited_total{kind}`.
-    pub const RATE_LIMIT_KINDS: &[&str] = &["message", "connection"];
+    /// `chat_rate_limited_total{kind}`: every budget of `crate::limits` plus the caps counted
+    /// with it (a unit test there keeps the two lists equal).
+    pub const RATE_LIMIT_KINDS: &[&str] = &[
+        "message",
+        "connection",
+        "typing",
+        "receipt",
+        "presence",
+        "sync",
+        "join",
+        "create",
+        "read",
+        "in_flight",
+        "sockets_per_user",
+    ];
     /// `chat_cache_requests_total{cache}` (the `error` result is created at 0).
     pub const CACHES: &[&str] = &["conversations", "unread"];
     /// `chat_socket_transport_connections{transport}`.

@@ -1,8 +1,13 @@
 //! One integration binary: real nodes, real Redis, real Socket.IO clients (see `harness`).
 
+mod abuse_kit;
 mod harness;
 mod redis_kit;
 
+mod abuse_binary;
+mod abuse_connect;
+mod abuse_rate;
+mod abuse_sync;
 mod cluster;
 mod durability;
 mod mongo_wire;

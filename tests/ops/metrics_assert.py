@@ -63,6 +63,11 @@ EVENTS = {
     "new_message", "message_delivered", "user_typing", "messages_read", "messages_delivered",
     "user_status", "error",
 }
+# `chat_rate_limited_total{kind}`: the budgets and caps of src/limits (all created at 0).
+RATE_LIMIT_KINDS = {
+    "message", "connection", "typing", "receipt", "presence", "sync", "join", "create", "read",
+    "in_flight", "sockets_per_user",
+}
 MAX_SERIES_PER_NODE = 3000
 
 LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+\d+)?$")
@@ -231,6 +236,9 @@ def main():
            not bad_routes, bad_routes)
     report(f"event label values are known events or `unknown` ({', '.join(sorted(events))})",
            events <= EVENTS, sorted(events - EVENTS))
+    kinds = {l.get("kind") for _, _, samples, _ in nodes for n, l, _ in samples if n == "chat_rate_limited_total"}
+    report(f"chat_rate_limited_total has every kind and no other ({', '.join(sorted(k or '' for k in kinds))})",
+           kinds == RATE_LIMIT_KINDS, {"missing": sorted(RATE_LIMIT_KINDS - kinds), "unknown": sorted(k or "" for k in kinds - RATE_LIMIT_KINDS)})
     for base, _, samples, _ in nodes:
         report(f"{base}: {len(samples)} series (bound {MAX_SERIES_PER_NODE})", len(samples) <= MAX_SERIES_PER_NODE)
     return 1 if failures else 0

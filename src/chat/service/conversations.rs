@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use tracing::instrument;
 
 use super::{ChatService, SYNC_LIMIT, SYNC_MAX_CONVERSATIONS};
+use crate::limits::{LimitKind, SYNC_MAX_BYTES, SYNC_MAX_MESSAGES};
 use crate::{
     auth::Identity,
     chat::{
@@ -33,6 +34,7 @@ impl ChatService {
         if participant_id == me.id() {
             return Err(ApiError::validation("participantId", "must be another user"));
         }
+        self.check_rate(LimitKind::Create, me.id()).await?;
         self.register_user(me).await?;
         let (conv, created) = self.store.find_or_create_conversation(me.id(), participant_id, job_id).await?;
         self.remember(&conv);
@@ -105,7 +107,8 @@ impl ChatService {
         }
     }
 
-    /// GET /api/chat/conversations (cached per user, per page).
+    /// GET /api/chat/conversations. Only the canonical first page (default size, no cursor) is
+    /// cached: clients cannot choose cache keys, so a user holds at most one list entry.
     #[instrument(skip_all, fields(user_id = %me.id()))]
     pub async fn list_conversations(
         &self,
@@ -119,8 +122,11 @@ impl ChatService {
             }
             None => None,
         };
-        let variant = format!("{limit}:{}", cursor.as_ref().map(ListCursor::encode).unwrap_or_default());
-        let (cached, gen_) = self.cache_get(CacheKind::Conversations, me.id(), &variant).await;
+        self.check_rate(LimitKind::Read, me.id()).await?;
+        let canonical = limit == super::LIST_DEFAULT_LIMIT && cursor.is_none();
+        let variant = "first";
+        let (cached, gen_) =
+            if canonical { self.cache_get(CacheKind::Conversations, me.id(), variant).await } else { (None, None) };
         let mut views: Vec<ConversationView> = match cached.and_then(|s| serde_json::from_str(&s).ok()) {
             Some(v) => v,
             None => {
@@ -130,7 +136,7 @@ impl ChatService {
                 }
                 let views = self.views(me.id(), convs).await?;
                 if let (Some(g), Ok(s)) = (gen_, serde_json::to_string(&views)) {
-                    self.cache_put(CacheKind::Conversations, me.id(), &variant, g, s).await;
+                    self.cache_put(CacheKind::Conversations, me.id(), variant, g, s).await;
                 }
                 views
             }
@@ -154,6 +160,7 @@ impl ChatService {
         conversation_id: &str,
         q: HistoryQuery,
     ) -> Result<HistoryPage, ApiError> {
+        self.check_rate(LimitKind::Read, me.id()).await?;
         self.authorize(me.id(), conversation_id).await?;
         let Page { messages, has_more } = self.store.history(conversation_id, q).await?;
         Ok(HistoryPage { messages, has_more })
@@ -162,6 +169,7 @@ impl ChatService {
     /// GET /api/chat/unread (cached per user).
     #[instrument(skip_all, fields(user_id = %me.id()))]
     pub async fn unread(&self, me: &Identity) -> Result<UnreadSummary, ApiError> {
+        self.check_rate(LimitKind::Read, me.id()).await?;
         let (cached, gen_) = self.cache_get(CacheKind::Unread, me.id(), "").await;
         let items: Vec<UnreadItem> = match cached.and_then(|s| serde_json::from_str(&s).ok()) {
             Some(v) => v,
@@ -183,6 +191,11 @@ impl ChatService {
     }
 
     /// `sync`: messages after each given seq, for recovery after a reconnect.
+    ///
+    /// Bounded in count and bytes: repeated entries count once (the smallest `afterSeq` wins),
+    /// at most [`SYNC_LIMIT`] messages per conversation and [`SYNC_MAX_MESSAGES`] /
+    /// [`SYNC_MAX_BYTES`] over the whole answer. A conversation cut short (or not reached) says
+    /// `hasMore`, and the client asks again from its last seq.
     #[instrument(skip_all, fields(user_id = %me.id()))]
     pub async fn sync(&self, me: &Identity, items: &[(String, i64)]) -> Result<Vec<SyncedConversation>, ApiError> {
         if items.len() > SYNC_MAX_CONVERSATIONS {
@@ -191,19 +204,58 @@ impl ChatService {
                 format!("at most {SYNC_MAX_CONVERSATIONS} conversations"),
             ));
         }
-        let mut out = Vec::with_capacity(items.len());
+        let mut wanted: Vec<(&str, i64)> = Vec::with_capacity(items.len());
         for (id, after) in items {
             if *after < 0 {
                 return Err(ApiError::validation("afterSeq", "must be a non-negative integer"));
             }
+            validate::object_id("conversationId", id)?;
+            match wanted.iter_mut().find(|(w, _)| w == id) {
+                Some(w) => w.1 = w.1.min(*after),
+                None => wanted.push((id, *after)),
+            }
+        }
+        self.check_rate(LimitKind::Sync, me.id()).await?;
+        let (mut messages_left, mut bytes_left) = (SYNC_MAX_MESSAGES, SYNC_MAX_BYTES);
+        let mut out = Vec::with_capacity(wanted.len());
+        for (id, after) in wanted {
             self.authorize(me.id(), id).await?;
-            let page = self.store.messages_after(id, *after, SYNC_LIMIT).await?;
+            if messages_left == 0 || bytes_left == 0 {
+                out.push(SyncedConversation { conversation_id: id.to_owned(), messages: Vec::new(), has_more: true });
+                continue;
+            }
+            let limit = SYNC_LIMIT.min(messages_left as u32);
+            let mut page = self.store.messages_after(id, after, limit).await?;
+            let mut keep = 0;
+            for m in &page.messages {
+                let size = message_size(m);
+                if size > bytes_left {
+                    break;
+                }
+                bytes_left -= size;
+                keep += 1;
+            }
+            if keep < page.messages.len() {
+                page.messages.truncate(keep);
+                page.has_more = true;
+                // Nothing more fits (the next message did not): the others only get `hasMore`.
+                bytes_left = 0;
+            }
+            messages_left -= keep;
             out.push(SyncedConversation {
-                conversation_id: id.clone(),
+                conversation_id: id.to_owned(),
                 messages: page.messages,
                 has_more: page.has_more,
             });
         }
         Ok(out)
     }
+}
+
+/// What a message weighs in an answer: its content, JSON-escaped at worst (`\uXXXX` is 6 bytes
+/// for a 1-byte control character, but only `\n \r \t` are allowed: 2 bytes), plus the fixed
+/// fields (ids, timestamps, status: ~330 bytes serialized).
+fn message_size(m: &crate::chat::model::Message) -> usize {
+    const FIXED: usize = 400;
+    FIXED + 2 * m.content.len() + m.client_message_id.as_ref().map_or(0, |c| 2 * c.len())
 }

@@ -48,6 +48,8 @@ pub const TYPING_EXPIRY: Duration = Duration::from_secs(5);
 /// Most messages returned per conversation by `sync`.
 pub const SYNC_LIMIT: u32 = 500;
 pub const SYNC_MAX_CONVERSATIONS: usize = 100;
+/// Page size of the conversation list when the client names none (the only cached page).
+pub const LIST_DEFAULT_LIMIT: u32 = 20;
 pub const MAX_STATUS_IDS: usize = 200;
 /// Bound of the in-process conversation → participants map (participants never change).
 const PARTICIPANTS_CACHE_MAX: usize = 200_000;

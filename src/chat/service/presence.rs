@@ -14,14 +14,15 @@ use crate::{
 };
 
 impl ChatService {
-    /// `get_online_status` / GET users/status.
-    pub async fn statuses(&self, ids: &[String]) -> Result<Vec<UserStatus>, ApiError> {
+    /// `get_online_status` / GET users/status, asked by `me`.
+    pub async fn statuses(&self, me: &str, ids: &[String]) -> Result<Vec<UserStatus>, ApiError> {
         if ids.len() > MAX_STATUS_IDS {
             return Err(ApiError::validation("userIds", format!("at most {MAX_STATUS_IDS} ids")));
         }
         for id in ids {
             validate::user_id("userIds", id)?;
         }
+        self.check_rate(crate::limits::LimitKind::Presence, me).await?;
         self.presence.backend().status(ids).await.map_err(|e| {
             tracing::warn!(error = %e, "presence unavailable");
             ApiError::Unavailable

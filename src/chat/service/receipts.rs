@@ -12,6 +12,7 @@ use crate::{
         event::{MessagesDelivered, MessagesRead},
     },
     error::ApiError,
+    limits::LimitKind,
     store::ReadReceipt,
 };
 
@@ -29,6 +30,7 @@ impl ChatService {
         {
             return Err(ApiError::validation("upToSeq", "must be a non-negative integer"));
         }
+        self.check_rate(LimitKind::Receipt, me.id()).await?;
         let participants = self.authorize(me.id(), conversation_id).await?;
         let ReadReceipt { up_to_seq, read_at, unread_count, .. } =
             self.store.mark_read(conversation_id, me.id(), up_to_seq).await?;
@@ -46,6 +48,7 @@ impl ChatService {
         if up_to_seq < 0 {
             return Err(ApiError::validation("upToSeq", "must be a non-negative integer"));
         }
+        self.check_rate(LimitKind::Receipt, me.id()).await?;
         let participants = self.authorize(me.id(), conversation_id).await?;
         let updated = self.store.mark_delivered(conversation_id, me.id(), up_to_seq).await?;
         let sender = if participants[0] == me.id() { &participants[1] } else { &participants[0] };

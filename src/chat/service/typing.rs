@@ -1,6 +1,10 @@
 //! Typing indicators: `user_typing` to the other participant's sockets that joined the
 //! conversation. A start ends by itself after [`super::Settings::typing_expiry`] unless
 //! another start or a stop came first.
+//!
+//! Coalesced: a `typing_start` while this node already shows the user typing in that
+//! conversation only extends the expiry; it is not broadcast again. (A start on one node and
+//! a start on another, from two devices, are both broadcast: the state is per node.)
 
 use std::sync::{
     Arc,
@@ -33,16 +37,20 @@ impl ChatService {
         conversation_id: &str,
         is_typing: bool,
     ) -> Result<(), ApiError> {
+        self.check_rate(crate::limits::LimitKind::Typing, me.id()).await?;
         let participants = self.authorize(me.id(), conversation_id).await?;
         let other = if participants[0] == me.id() { participants[1].clone() } else { participants[0].clone() };
         let key = (conversation_id.to_owned(), me.id().to_owned());
         let generation = self.typing.next.fetch_add(1, Ordering::Relaxed);
-        if is_typing {
-            self.typing.live.insert(key.clone(), generation);
+        let already_typing = if is_typing {
+            self.typing.live.insert(key.clone(), generation).is_some()
         } else {
             self.typing.live.remove(&key);
+            false
+        };
+        if !already_typing {
+            self.emit_typing(conversation_id, me.id(), &other, is_typing).await?;
         }
-        self.emit_typing(conversation_id, me.id(), &other, is_typing).await?;
         if is_typing {
             let this = Arc::clone(self);
             let expiry = self.settings.typing_expiry;

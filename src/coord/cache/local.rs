@@ -1,6 +1,9 @@
 //! Per-user cached views with generations, in this process (the embedded default).
 
-use std::{collections::HashMap, time::Instant};
+use std::{
+    collections::HashMap,
+    time::{Duration, Instant},
+};
 
 use async_trait::async_trait;
 use dashmap::DashMap;
@@ -8,11 +11,26 @@ use dashmap::DashMap;
 use super::{Cache, CacheKind, Generation};
 use crate::coord::CoordResult;
 
-#[derive(Default)]
 struct UserEntry {
     generation: Generation,
+    /// Last invalidation: an entry without items is kept this long after it (a reader's
+    /// get → put spans one request), so a late put cannot land on a recreated generation 0.
+    touched: Instant,
     items: HashMap<(CacheKind, String), (String, Instant)>,
 }
+
+impl Default for UserEntry {
+    fn default() -> Self {
+        Self { generation: 0, touched: Instant::now(), items: HashMap::new() }
+    }
+}
+
+/// An emptied entry is forgotten this long after its last invalidation (well above any
+/// request's get → put window, the REST timeout).
+const KEEP_GENERATION: Duration = Duration::from_secs(120);
+/// Items per user at most: callers only cache canonical variants (one conversation list, the
+/// unread counts); this bounds a caller that would not.
+const MAX_ITEMS_PER_USER: usize = 4;
 
 /// Per-user cached views with generations, in memory.
 #[derive(Default)]
@@ -20,7 +38,7 @@ pub struct LocalCache {
     users: DashMap<String, UserEntry>,
 }
 
-/// Entries above this are swept of expired items on the next put.
+/// Users above this: the next put sweeps expired items and forgotten generations.
 const LOCAL_CACHE_SWEEP_AT: usize = 50_000;
 
 #[async_trait]
@@ -44,12 +62,19 @@ impl Cache for LocalCache {
             let t = Instant::now();
             self.users.retain(|_, e| {
                 e.items.retain(|_, (_, exp)| *exp > t);
-                !e.items.is_empty() || e.generation > 0
+                !e.items.is_empty() || t.duration_since(e.touched) < KEEP_GENERATION
             });
+        }
+        if value.len() > crate::limits::CACHE_MAX_VALUE_BYTES {
+            return Ok(());
         }
         let mut e = self.users.entry(user.to_owned()).or_default();
         if e.generation == gen_ {
-            e.items.insert((kind, variant.to_owned()), (value, Instant::now() + kind.ttl()));
+            let key = (kind, variant.to_owned());
+            if e.items.len() >= MAX_ITEMS_PER_USER && !e.items.contains_key(&key) {
+                e.items.clear();
+            }
+            e.items.insert(key, (value, Instant::now() + kind.ttl()));
         }
         Ok(())
     }
@@ -58,6 +83,7 @@ impl Cache for LocalCache {
         for u in users {
             let mut e = self.users.entry((*u).to_owned()).or_default();
             e.generation += 1;
+            e.touched = Instant::now();
             e.items.clear();
         }
         Ok(())

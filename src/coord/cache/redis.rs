@@ -76,6 +76,10 @@ impl Cache for RedisCache {
         gen_: Generation,
         value: String,
     ) -> CoordResult<()> {
+        // A view this large is cheaper to rebuild than to hold in Redis (bounded memory per user).
+        if value.len() > crate::limits::CACHE_MAX_VALUE_BYTES {
+            return Ok(());
+        }
         let p = &self.prefix;
         let keys = vec![keys::generation(p, user), keys::cached(p, user, kind.name(), variant)];
         let args = vec![gen_.to_string(), value, kind.ttl().as_secs().to_string()];

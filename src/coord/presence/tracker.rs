@@ -63,6 +63,12 @@ impl PresenceTracker {
         }
     }
 
+    /// Sockets of `user` on this node now.
+    pub async fn local_sockets(&self, user: &str) -> usize {
+        let Some(slot) = self.users.get(user).map(|s| s.clone()) else { return 0 };
+        slot.lock().await.sockets.len()
+    }
+
     pub async fn socket_connected(&self, user: &str, socket: &str) -> CoordResult<Transition> {
         let slot = self.slot(user);
         let mut s = slot.lock().await;
