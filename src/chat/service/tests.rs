@@ -60,6 +60,18 @@ impl Kit {
         self.fanout.take();
         view.id
     }
+
+    /// A conversation between alice and bob, then alice's first socket (its `user_status` taken).
+    async fn alice_online_on(&self, socket: &str) {
+        self.conversation().await;
+        self.chat.socket_connected("alice", socket).await;
+        let online = self.fanout.take();
+        assert_eq!(online.len(), 1, "{online:?}");
+    }
+
+    async fn online(&self, user: &str) -> bool {
+        self.chat.statuses(&[user.to_owned()]).await.unwrap()[0].online
+    }
 }
 
 fn send(conversation: &str, text: &str, cmid: Option<&str>) -> SendInput {
@@ -255,13 +267,11 @@ async fn a_refused_send_is_allowed_again_once_its_retry_hint_has_passed() {
 #[tokio::test(start_paused = true)]
 async fn a_held_socket_stays_online_however_long_the_clock_runs() {
     let k = kit(100);
-    k.conversation().await;
-    k.chat.socket_connected("alice", "s1").await;
-    assert_eq!(k.fanout.take().len(), 1);
+    k.alice_online_on("s1").await;
     tokio::time::advance(Duration::from_secs(3600)).await;
     k.chat.refresh_presence().await;
     assert!(k.fanout.take().is_empty(), "no user_status from the upkeep");
-    assert!(k.chat.statuses(&["alice".into()]).await.unwrap()[0].online);
+    assert!(k.online("alice").await);
 }
 
 /// A socket this node no longer lists (the recording fan-out lists none) is swept only once it
@@ -269,14 +279,12 @@ async fn a_held_socket_stays_online_however_long_the_clock_runs() {
 #[tokio::test(start_paused = true)]
 async fn a_socket_that_no_longer_exists_is_swept_offline_after_the_grace_period() {
     let k = kit(100);
-    k.conversation().await;
-    k.chat.socket_connected("alice", "s1").await;
-    assert_eq!(k.fanout.take().len(), 1);
+    k.alice_online_on("s1").await;
 
     tokio::time::advance(SWEEP_GRACE - Duration::from_millis(1)).await;
     k.chat.sweep_presence().await;
     assert!(k.fanout.take().is_empty(), "a young socket is left alone");
-    assert!(k.chat.statuses(&["alice".into()]).await.unwrap()[0].online);
+    assert!(k.online("alice").await);
 
     tokio::time::advance(Duration::from_millis(2)).await;
     k.chat.sweep_presence().await;
@@ -284,7 +292,7 @@ async fn a_socket_that_no_longer_exists_is_swept_offline_after_the_grace_period(
     assert_eq!(offline.len(), 1, "{offline:?}");
     assert_eq!((offline[0].event, offline[0].to.clone()), ("user_status", Audience::Users(vec!["bob".into()])));
     assert_eq!(offline[0].data["online"], false);
-    assert!(!k.chat.statuses(&["alice".into()]).await.unwrap()[0].online);
+    assert!(!k.online("alice").await);
     k.chat.sweep_presence().await;
     assert!(k.fanout.take().is_empty(), "swept once");
 }
