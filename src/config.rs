@@ -122,6 +122,15 @@ pub struct Config {
     /// Redis URL; set = cluster mode.
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
+    /// PEM CA certificate(s) trusted for a TLS `REDIS_URL`, besides the system roots.
+    #[arg(long, env = "CHAT_REDIS_CA_FILE")]
+    pub redis_ca_file: Option<PathBuf>,
+    /// PEM client certificate (chain) for a TLS `REDIS_URL` that requires one.
+    #[arg(long, env = "CHAT_REDIS_CERT_FILE")]
+    pub redis_cert_file: Option<PathBuf>,
+    /// PEM private key of `CHAT_REDIS_CERT_FILE`.
+    #[arg(long, env = "CHAT_REDIS_KEY_FILE")]
+    pub redis_key_file: Option<PathBuf>,
     /// Prefix of every Redis key and channel, so deployments can share one Redis.
     #[arg(long, env = "CHAT_REDIS_PREFIX", default_value = "jobsphere-chat")]
     pub redis_prefix: String,
@@ -203,10 +212,11 @@ impl Config {
 
     /// Checks what clap's types cannot: cross-field rules and URL shapes.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if let Some(url) = &self.redis_url
-            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
-        {
-            return Err(ConfigError::Invalid("REDIS_URL", "must start with redis:// or rediss://".into()));
+        if let Some(url) = &self.redis_url {
+            let target = crate::coord::redis::Target::parse(url).map_err(ConfigError::Redis)?;
+            target.check_tls_files(&self.redis_tls()).map_err(ConfigError::Redis)?;
+        } else if self.redis_tls() != Default::default() {
+            return Err(ConfigError::Invalid("CHAT_REDIS_CA_FILE", "is set but REDIS_URL is not".into()));
         }
         if let Some(uri) = &self.mongodb_uri
             && !(uri.starts_with("mongodb://") || uri.starts_with("mongodb+srv://"))
@@ -235,8 +245,11 @@ impl Config {
                 "is required in cluster mode (REDIS_URL or MONGODB_URI set); or set JWT_PUBLIC_KEY_FILE".into(),
             ));
         }
-        if self.redis_prefix.is_empty() || self.redis_prefix.contains(char::is_whitespace) {
-            return Err(ConfigError::Invalid("CHAT_REDIS_PREFIX", "must be non-empty without spaces".into()));
+        if self.redis_prefix.is_empty()
+            || self.redis_prefix.contains(|c: char| c.is_whitespace() || c == '{' || c == '}')
+        {
+            // Braces would move the Redis Cluster hash tags of every key.
+            return Err(ConfigError::Invalid("CHAT_REDIS_PREFIX", "must be non-empty without spaces or braces".into()));
         }
         if self.drain_delay_secs >= self.shutdown_grace_secs {
             return Err(ConfigError::Invalid(
@@ -250,6 +263,15 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The TLS files of the Redis connection.
+    pub fn redis_tls(&self) -> crate::coord::redis::TlsFiles {
+        crate::coord::redis::TlsFiles {
+            ca: self.redis_ca_file.clone(),
+            cert: self.redis_cert_file.clone(),
+            key: self.redis_key_file.clone(),
+        }
     }
 
     /// Cluster mode: shared services are configured, so secrets must be too.
@@ -295,6 +317,9 @@ fn args_only_command() -> clap::Command {
 pub enum ConfigError {
     #[error("{0} {1}")]
     Invalid(&'static str, String),
+    /// `REDIS_URL` or the Redis TLS files (the message names the setting).
+    #[error(transparent)]
+    Redis(crate::coord::redis::UrlError),
 }
 
 #[cfg(test)]

@@ -117,9 +117,10 @@ async fn coordination(config: &Config, node_id: &str) -> anyhow::Result<Coordina
             })
         }
         Some(url) => {
-            let cluster = Cluster::connect(url, &config.redis_prefix, node_id, config.presence_ttl())
-                .await
-                .context("connecting to Redis")?;
+            let cluster =
+                Cluster::connect(url, &config.redis_tls(), &config.redis_prefix, node_id, config.presence_ttl())
+                    .await
+                    .context("connecting to Redis")?;
             let adapter = cluster.adapter().await.context("starting the Redis adapter")?;
             let (layer, io) = builder.with_adapter::<FredAdapter<_>>(adapter).build_layer();
             let fanout = Arc::new(SocketIoFanout::new(io.clone()));

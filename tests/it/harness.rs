@@ -144,6 +144,36 @@ pub struct Env {
     pub mongo_db: String,
 }
 
+/// Under `MONGODB_URI` the nodes of this env wrote to `mongo_db`: drop it, so runs against a
+/// shared server leave nothing behind. A thread with its own runtime, since `Drop` is sync and
+/// may run inside a runtime.
+impl Drop for Env {
+    fn drop(&mut self) {
+        let Some(uri) = std::env::var("MONGODB_URI").ok().filter(|u| !u.is_empty()) else { return };
+        let db = self.mongo_db.clone();
+        let dropped = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            rt.block_on(drop_mongo_database(&uri, &db))
+        })
+        .join();
+        if let Ok(Err(e)) = dropped {
+            eprintln!("dropping test database {}: {e}", self.mongo_db);
+        }
+    }
+}
+
+/// Drops one test database so runs against a shared server leave nothing behind.
+pub async fn drop_mongo_database(uri: &str, db: &str) -> Result<(), String> {
+    // The driver refuses `socketTimeoutMS`, which the store accepts (and caps).
+    let (base, opts) = uri.split_once('?').unwrap_or((uri, ""));
+    let kept: Vec<_> = opts.split('&').filter(|o| !o.to_ascii_lowercase().starts_with("sockettimeoutms=")).collect();
+    let uri = if opts.is_empty() { base.to_owned() } else { format!("{base}?{}", kept.join("&")) };
+    let client = mongodb::Client::with_uri_str(&uri).await.map_err(|e| e.to_string())?;
+    let dropped = client.database(db).drop().await.map_err(|e| e.to_string());
+    client.shutdown().await;
+    dropped
+}
+
 impl Env {
     /// Single-node embedded default (no Redis).
     pub fn embedded() -> Self {

@@ -68,13 +68,7 @@ where
 
 /// Test databases do not pile up on the server.
 async fn drop_database(uri: &str, db: &str) {
-    // The driver refuses `socketTimeoutMS`, which the store accepts (and caps).
-    let (base, opts) = uri.split_once('?').unwrap_or((uri, ""));
-    let kept: Vec<_> = opts.split('&').filter(|o| !o.to_ascii_lowercase().starts_with("sockettimeoutms=")).collect();
-    let uri = if opts.is_empty() { base.to_owned() } else { format!("{base}?{}", kept.join("&")) };
-    let client = mongodb::Client::with_uri_str(&uri).await.expect("client for cleanup");
-    client.database(db).drop().await.unwrap_or_else(|e| panic!("dropping test database {db}: {e}"));
-    client.shutdown().await;
+    crate::harness::drop_mongo_database(uri, db).await.unwrap_or_else(|e| panic!("dropping test database {db}: {e}"));
 }
 
 async fn run_case<F: Future<Output = ()>>(name: &str, case: F) {

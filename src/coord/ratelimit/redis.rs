@@ -1,5 +1,7 @@
 //! Cluster-wide rate limits: GCRA in one Lua script per hit (one key per subject, TTL = the
-//! time until the budget is full again). Redis' own clock, so node clocks do not matter.
+//! time until the budget is full again): `P:rl:KIND:{SUBJECT}` (see
+//! [`crate::coord::redis::keys`]), one key per script, declared, so any Redis Cluster shard
+//! runs it. Redis' own clock, so node clocks do not matter.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -7,7 +9,7 @@ use async_trait::async_trait;
 use fred::{prelude::Client, types::scripts::Script};
 
 use crate::{
-    coord::{CoordError, CoordResult, LimitKind, Quota, RateLimiter},
+    coord::{CoordError, CoordResult, LimitKind, Quota, RateLimiter, redis::keys},
     telemetry::metrics::redis_op,
 };
 
@@ -44,7 +46,7 @@ impl RateLimiter for RedisRateLimiter {
     async fn hit(&self, kind: LimitKind, key: &str) -> CoordResult<Result<(), Duration>> {
         let Some(q) = self.quotas.get(&kind) else { return Ok(Ok(())) };
         let interval_ms = (q.window.as_millis() as u64 / u64::from(q.limit.max(1))).max(1);
-        let k = format!("{}:rl:{}:{}", self.prefix, kind.name(), key);
+        let k = keys::rate(&self.prefix, kind.name(), key);
         let wait: u64 = redis_op(
             "rate_limit",
             self.script.evalsha_with_reload(&self.client, k, vec![interval_ms, u64::from(q.limit)]),

@@ -7,25 +7,27 @@
 //! commands time out instead of hanging while Redis is down, the pub/sub broadcast channel is
 //! large, and shard channels are re-subscribed after every reconnect.
 //!
-//! Keys (all under the configurable prefix `P`, so deployments can share a Redis):
-//! - `P:presence:{user}` zset node → expiry ms; `P:node:{node}:users` set; `P:nodes` zset
-//!   node → heartbeat expiry ms; `P:lastseen:{user}` ms — see [`super::presence::redis`];
-//! - `P:gen:{user}`, `P:cache:{kind}:{user}:{gen}:{variant}` — see [`super::cache::redis`];
-//! - `P:rl:{kind}:{key}` GCRA state — see [`super::ratelimit::redis`];
-//! - channels `P-socket.io…` of the adapter; shard channel `P:probe:{node}` of the pub/sub
-//!   lag probe (each node hears only its own).
+//! Topologies (standalone, Sentinel, Redis Cluster) and TLS come from the URL: [`connect`].
+//! Every key and channel, with its slot tag and its TTL or owner: [`keys`]. On Redis Cluster
+//! each script touches only keys of one slot and declares them in `KEYS[]`; operations that span
+//! users or nodes are split into per-slot steps (see `super::presence::redis`).
 //!
-//! Keys of one operation are not co-located in one hash slot: standalone Redis (or a single
-//! shard), not Redis Cluster.
+//! After a Sentinel failover or a Cluster master's replica promotion, fred reconnects to the new
+//! master (asking the sentinels, or following `MOVED` and refreshing the slot map); the
+//! re-subscriber below then re-issues `SSUBSCRIBE` on the new shard owners.
 
 use std::{sync::Arc, time::Duration};
 
 use fred::{
     clients::SubscriberClient,
-    prelude::{Builder, Client, ClientLike, Config as FredConfig, EventInterface, PubsubInterface, ReconnectPolicy},
-    types::RespVersion,
+    prelude::{Client, ClientLike, EventInterface, PubsubInterface},
 };
 use socketioxide_redis::{RedisAdapterConfig, RedisAdapterCtr, drivers::fred::FredDriver};
+
+pub mod connect;
+pub mod keys;
+
+pub use connect::{Target, TlsFiles, Topology, UrlError};
 
 use crate::coord::{Cache, CoordError, LimitKind, PresenceBackend, Quota, RateLimiter, SharedBackend};
 
@@ -36,10 +38,6 @@ impl From<fred::error::Error> for CoordError {
     }
 }
 
-/// Commands fail after this instead of hanging while Redis is unreachable.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
-/// fred's default (32) drops pub/sub bursts; the only trace is a `lagged` warning.
-const BROADCAST_CAPACITY: usize = 16_384;
 /// The adapter's per-channel queue; drops when full.
 const ADAPTER_STREAM_BUFFER: usize = 16_384;
 
@@ -54,33 +52,17 @@ pub struct Cluster {
     ttl: Duration,
 }
 
-fn builder(url: &str) -> anyhow::Result<Builder> {
-    let mut config = FredConfig::from_url(url)?;
-    // fred ignores `?protocol=resp3`; with RESP2 every adapter emit fails.
-    config.version = RespVersion::RESP3;
-    let mut b = Builder::from_config(config);
-    b.with_performance_config(|p| {
-        p.default_command_timeout = COMMAND_TIMEOUT;
-        p.broadcast_channel_capacity = BROADCAST_CAPACITY;
-    })
-    .with_connection_config(|c| {
-        c.connection_timeout = Duration::from_secs(2);
-        c.internal_command_timeout = COMMAND_TIMEOUT;
-        c.max_command_attempts = 2;
-        c.unresponsive.max_timeout = Some(Duration::from_secs(5));
-        // fred leaves Nagle on: a command written while an earlier one is unacknowledged waits
-        // for that ACK (up to the peer's delayed-ACK timer, 40 ms) before it leaves.
-        c.tcp.nodelay = Some(true);
-    })
-    // Without a policy fred never reconnects after a blip; 0 attempts = retry forever.
-    .set_policy(ReconnectPolicy::new_exponential(0, 100, 2_000, 2));
-    Ok(b)
-}
-
 impl Cluster {
-    /// Connects both clients; fails at once if Redis is unreachable at start.
-    pub async fn connect(url: &str, prefix: &str, node_id: &str, ttl: Duration) -> anyhow::Result<Self> {
-        let b = builder(url)?;
+    /// Connects every client; fails at once if Redis is unreachable (or refuses the TLS
+    /// handshake) at start.
+    pub async fn connect(
+        url: &str,
+        tls: &TlsFiles,
+        prefix: &str,
+        node_id: &str,
+        ttl: Duration,
+    ) -> anyhow::Result<Self> {
+        let b = connect::builder(url, tls)?;
         let client = b.build()?;
         client.init().await?;
         let subscriber = b.build_subscriber_client()?;
@@ -94,7 +76,7 @@ impl Cluster {
     /// The adapter constructor; also starts re-subscription after reconnects.
     pub async fn adapter(&self) -> anyhow::Result<RedisAdapterCtr<FredDriver>> {
         let config = RedisAdapterConfig::new()
-            .with_prefix(format!("{}-socket.io", self.prefix))
+            .with_prefix(keys::adapter_prefix(&self.prefix))
             .with_stream_buffer(ADAPTER_STREAM_BUFFER);
         // Listen before `init()` (called by `new_with_fred_config`) so that the first event seen
         // is the initial connection, which the re-subscriber skips.
@@ -116,9 +98,9 @@ impl Cluster {
         Arc::new(super::ratelimit::redis::RedisRateLimiter::new(self.client.clone(), &self.prefix, quotas))
     }
 
-    /// Starts the pub/sub lag probe on the channel `P:probe:{node}`.
+    /// Starts the pub/sub lag probe on the channel [`keys::probe_channel`].
     pub fn spawn_lag_probe(&self) -> tokio::task::JoinHandle<()> {
-        let channel = format!("{}:probe:{}", self.prefix, self.node_id);
+        let channel = keys::probe_channel(&self.prefix, &self.node_id);
         crate::telemetry::pubsub_lag::spawn(self.client.clone(), self.probe.clone(), channel)
     }
 }
