@@ -19,10 +19,15 @@
 //! - [`edge`]: what both transports share: the payload cap and the client's address.
 //! - [`chat`]: domain records, input rules, typed answers, and the chat service (one file per
 //!   feature) that every transport calls and that publishes the server events.
-//! - [`store`]: the store trait and its SQLite and MongoDB backends.
+//! - [`store`]: the store trait and its backends, each a folder split the same way: the store
+//!   type and its `Store` impl in `mod.rs`, delegating to `reads` and `writes`. `sqlite/`: also
+//!   `schema`, `writer` (group commit), `rows`, `checkpoint`; `mongo/`: also `gate` (schema gate
+//!   and call deadline), `query/` (every BSON document, by collection), `flow/` (the multi-step
+//!   protocols), `migrate`, `connect`.
 //! - [`coord`]: coordination by capability, each a trait with its in-process and Redis backends
 //!   side by side: `presence/`, `cache/`, `ratelimit/`, `fanout/` (typed `ServerEvent`s over
-//!   socketioxide, plus a recording fan-out for tests); `redis` is the shared connection.
+//!   socketioxide, plus a recording fan-out for tests); `redis` is the shared connection. The
+//!   in-process backends keep time on tokio's clock, so unit tests drive them on a paused one.
 //! - [`telemetry`]: logs, traces, metrics.
 //! - [`error`]: the boundary error type and response envelopes.
 //! - [`limits`]: every bound a client can meet: rate budgets by cost class, caps per socket

@@ -16,7 +16,7 @@ use crate::{
         Quota,
         cache::local::LocalCache,
         fanout::memory::{MemoryFanout, Published},
-        presence::local::LocalPresence,
+        presence::{local::LocalPresence, tracker::SWEEP_GRACE},
         ratelimit::local::LocalRateLimiter,
     },
     store::sqlite::SqliteStore,
@@ -59,6 +59,18 @@ impl Kit {
         assert!(created);
         self.fanout.take();
         view.id
+    }
+
+    /// A conversation between alice and bob, then alice's first socket (its `user_status` taken).
+    async fn alice_online_on(&self, socket: &str) {
+        self.conversation().await;
+        self.chat.socket_connected("alice", socket).await;
+        let online = self.fanout.take();
+        assert_eq!(online.len(), 1, "{online:?}");
+    }
+
+    async fn online(&self, user: &str) -> bool {
+        self.chat.statuses(&[user.to_owned()]).await.unwrap()[0].online
     }
 }
 
@@ -201,4 +213,89 @@ async fn presence_announces_the_first_and_last_socket_to_partners() {
     assert_eq!(offline[0].data["online"], false);
     assert!(offline[0].data["lastSeen"].is_string());
     assert!(!k.chat.statuses("bob", &["alice".into()]).await.unwrap()[0].online);
+}
+
+/// With the clock paused, time jumps straight to the next timer: a timeout that ends 1 ms
+/// before the expiry sees nothing only if the expiry timer is not due earlier.
+#[tokio::test(start_paused = true)]
+async fn the_typing_expiry_is_published_exactly_once_and_not_before() {
+    let k = kit(100);
+    let conv = k.conversation().await;
+    k.chat.typing(&who("alice"), &conv, true).await.unwrap();
+    let start = tokio::time::Instant::now();
+    assert_eq!(k.fanout.take().len(), 1, "the start itself");
+
+    let early = tokio::time::timeout(EXPIRY - Duration::from_millis(1), k.fanout.wait_for(1)).await;
+    assert!(early.is_err(), "published before the expiry: {:?}", k.fanout.take());
+    tokio::time::timeout(Duration::from_millis(2), k.fanout.wait_for(1)).await.expect("expired by now");
+    assert!(start.elapsed() >= EXPIRY, "expired after {:?}", start.elapsed());
+    let expired = k.fanout.take();
+    assert_eq!(expired.len(), 1, "{expired:?}");
+    assert_eq!(expired[0].event, "user_typing");
+    assert_eq!(expired[0].to, Audience::Joined { conversation: conv.clone(), user: "bob".into() });
+    assert_eq!(expired[0].data, json!({ "conversationId": conv, "userId": "alice", "isTyping": false }));
+
+    let again = tokio::time::timeout(EXPIRY * 10, k.fanout.wait_for(1)).await;
+    assert!(again.is_err(), "a second expiry event: {:?}", k.fanout.take());
+}
+
+/// The local limiter runs on tokio's clock, so the paused clock drives the budget: refused with
+/// the hint until exactly then, allowed after.
+#[tokio::test(start_paused = true)]
+async fn a_refused_send_is_allowed_again_once_its_retry_hint_has_passed() {
+    let k = kit(2);
+    let conv = k.conversation().await;
+    for i in 0..2 {
+        k.chat.send_message(&who("alice"), send(&conv, &format!("m{i}"), None), Origin::Rest).await.unwrap();
+    }
+    let refused = |r: Result<_, ApiError>| match r {
+        Err(ApiError::RateLimited { retry_after_ms }) => retry_after_ms,
+        Ok(_) => panic!("expected rate_limited, the send went through"),
+        Err(e) => panic!("expected rate_limited, got {e:?}"),
+    };
+    // 2 per 60 s: one send comes back every 30 s.
+    let hint = refused(k.chat.send_message(&who("alice"), send(&conv, "early", None), Origin::Rest).await);
+    assert_eq!(hint, 30_000);
+    tokio::time::advance(Duration::from_millis(hint - 1)).await;
+    let left = refused(k.chat.send_message(&who("alice"), send(&conv, "still early", None), Origin::Rest).await);
+    assert_eq!(left, 1, "the hint counts down with the clock");
+    tokio::time::advance(Duration::from_millis(left)).await;
+    let sent = k.chat.send_message(&who("alice"), send(&conv, "on time", None), Origin::Rest).await.unwrap();
+    assert_eq!(sent.message.seq, 3, "refused sends took no seq");
+    refused(k.chat.send_message(&who("alice"), send(&conv, "one back, not two", None), Origin::Rest).await);
+}
+
+/// In-process presence has no TTL (this node is the only one that could hold the socket):
+/// however long the clock runs, a held socket keeps its user online and upkeep announces nothing.
+#[tokio::test(start_paused = true)]
+async fn a_held_socket_stays_online_however_long_the_clock_runs() {
+    let k = kit(100);
+    k.alice_online_on("s1").await;
+    tokio::time::advance(Duration::from_secs(3600)).await;
+    k.chat.refresh_presence().await;
+    assert!(k.fanout.take().is_empty(), "no user_status from the upkeep");
+    assert!(k.online("alice").await);
+}
+
+/// A socket this node no longer lists (the recording fan-out lists none) is swept only once it
+/// is older than the grace period, on tokio's clock; then its user goes offline, announced once.
+#[tokio::test(start_paused = true)]
+async fn a_socket_that_no_longer_exists_is_swept_offline_after_the_grace_period() {
+    let k = kit(100);
+    k.alice_online_on("s1").await;
+
+    tokio::time::advance(SWEEP_GRACE - Duration::from_millis(1)).await;
+    k.chat.sweep_presence().await;
+    assert!(k.fanout.take().is_empty(), "a young socket is left alone");
+    assert!(k.online("alice").await);
+
+    tokio::time::advance(Duration::from_millis(2)).await;
+    k.chat.sweep_presence().await;
+    let offline = k.fanout.take();
+    assert_eq!(offline.len(), 1, "{offline:?}");
+    assert_eq!((offline[0].event, offline[0].to.clone()), ("user_status", Audience::Users(vec!["bob".into()])));
+    assert_eq!(offline[0].data["online"], false);
+    assert!(!k.online("alice").await);
+    k.chat.sweep_presence().await;
+    assert!(k.fanout.take().is_empty(), "swept once");
 }

@@ -10,11 +10,11 @@
 use std::{
     collections::{HashMap, HashSet},
     sync::Arc,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use dashmap::DashMap;
-use tokio::sync::Mutex;
+use tokio::{sync::Mutex, time::Instant};
 
 use crate::chat::model::Timestamp;
 use crate::coord::{CoordResult, PresenceBackend};
@@ -28,7 +28,8 @@ pub enum Transition {
 }
 
 /// Sockets younger than this are not swept: they may not be listed by socketioxide yet.
-const SWEEP_GRACE: Duration = Duration::from_secs(5);
+/// Measured on tokio's clock, so a paused test clock ages them.
+pub const SWEEP_GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Default)]
 struct Slot {

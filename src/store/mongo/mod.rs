@@ -103,13 +103,16 @@
 //! local change; it is not required, so standalone servers work too.
 //!
 //! # Layout
+//! - this file: [`MongoStore`] (collections, client set-up) and its [`Store`] impl, each method
+//!   delegating to `reads` or `writes`; `gate`: the schema gate and the call deadline every
+//!   call goes through.
 //! - `connect`: settings, client options, what the URI may decide and what is enforced, the
 //!   call deadline.
 //! - `migrate`: the index plan against what the database already has (also `migrate
 //!   --dry-run`), conflicts and foreign documents reported before anything is built.
 //! - `ops`: the single-document operations of [`flow`] on the driver, each with `maxTimeMS`.
 //! - `flow`: the multi-step protocols above (with their model test), `query`: every filter,
-//!   update and index document, `schema`: document shapes, `errors`: driver errors →
+//!   update and index document (one file per collection, and `indexes`), `schema`: document shapes, `errors`: driver errors →
 //!   [`StoreError`], `pool`: `chat_db_pool_connections{state}` from the driver's CMAP events.
 //!
 //! # Start-up and outages
@@ -125,50 +128,39 @@
 mod connect;
 mod errors;
 mod flow;
+mod gate;
 mod migrate;
 mod ops;
 mod pool;
 mod query;
+mod reads;
 mod schema;
+#[cfg(test)]
+mod tests;
+mod writes;
 
 use std::{
-    collections::HashMap,
-    future::Future,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::{Arc, atomic::Ordering},
     time::Duration,
 };
 
 use anyhow::Context;
 use async_trait::async_trait;
-use bson::{DateTime, doc, oid::ObjectId};
-use futures::TryStreamExt;
-use mongodb::{Client, Collection, Database, options::ReturnDocument};
+use bson::doc;
+use mongodb::{Client, Collection, Database};
 
 pub use self::{
     connect::{DEFAULT_TIMEOUT, MongoSettings},
     migrate::{IndexState, MigrationPlan, plan},
 };
 use self::{
-    errors::{is_duplicate_key, map_err},
-    flow::Stored,
-    ops::find,
+    errors::map_err,
+    gate::SchemaGate,
     pool::PoolMetrics,
-    query::FindSpec,
-    schema::{ConversationDoc, MessageDoc, UnreadRow, parse_id, to_bson_time},
+    schema::{ConversationDoc, MessageDoc},
 };
-use super::{
-    HistoryQuery, Inserted, ListCursor, NewMessage, Page, ReadReceipt, Store, StoreError, StoreResult, sorted_pair,
-};
-use crate::{
-    chat::model::{Conversation, User, now},
-    telemetry::metrics::DB_ERRORS_TOTAL,
-};
-
-/// Attempts of an upsert that keeps losing a duplicate-key race (the winner's doc is then read).
-const MAX_UPSERT_ATTEMPTS: usize = 3;
+use super::{HistoryQuery, Inserted, ListCursor, NewMessage, Page, ReadReceipt, Store, StoreResult};
+use crate::chat::model::{Conversation, User};
 
 /// Opens the MongoDB store: parses the URI, applies the defaults and the enforced concerns
 /// (`connect`), and configures the client. No round trip: the server may be down at start.
@@ -187,14 +179,6 @@ impl Names {
     pub fn of(&self, logical: &str) -> String {
         format!("{}{logical}", self.prefix)
     }
-}
-
-/// Whether the indexes the invariants rest on are known to exist, and whether a background
-/// migration is under way.
-#[derive(Debug, Default)]
-struct SchemaGate {
-    ready: AtomicBool,
-    running: AtomicBool,
 }
 
 pub struct MongoStore {
@@ -238,38 +222,6 @@ impl MongoStore {
             _pool: pool,
         }
     }
-
-    /// Runs a store call within the deadline, once the indexes exist: before that (MongoDB
-    /// unreachable at start) every call is `Unavailable` and starts a background migration.
-    async fn call<T>(&self, f: impl Future<Output = StoreResult<T>>) -> StoreResult<T> {
-        self.ensure_schema()?;
-        bounded(self.deadline, f).await
-    }
-
-    fn ensure_schema(&self) -> StoreResult<()> {
-        if self.schema.ready.load(Ordering::Acquire) {
-            return Ok(());
-        }
-        if !self.schema.running.swap(true, Ordering::AcqRel) {
-            let (db, names, gate) = (self.db.clone(), self.names.clone(), self.schema.clone());
-            // Its own task: a readiness probe that gives up on its ping must not cancel a build.
-            tokio::spawn(async move {
-                match migrate::run(&db, &names).await {
-                    Ok(()) => {
-                        gate.ready.store(true, Ordering::Release);
-                        tracing::info!("MongoDB answers and the indexes are in place: store ready");
-                    }
-                    Err(e) => tracing::warn!(error = %e, "MongoDB store still not ready"),
-                }
-                gate.running.store(false, Ordering::Release);
-            });
-        }
-        Err(StoreError::Unavailable("MongoDB store not ready: indexes not verified yet".into()))
-    }
-
-    async fn conversation_by_key(&self, key: bson::Document) -> StoreResult<Option<ConversationDoc>> {
-        self.conversations.find_one(key).max_time(self.deadline).await.map_err(map_err)
-    }
 }
 
 /// Collection names are `<prefix><name>`: letters, digits, `_` and `-` only, so the prefix can
@@ -279,27 +231,6 @@ fn validate_prefix(prefix: &str) -> anyhow::Result<()> {
         anyhow::bail!("MONGODB_COLLECTION_PREFIX may hold only letters, digits, '_' and '-' (at most 64)");
     }
     Ok(())
-}
-
-async fn bounded<T>(limit: Duration, f: impl Future<Output = StoreResult<T>>) -> StoreResult<T> {
-    tokio::time::timeout(limit, f)
-        .await
-        .unwrap_or_else(|_| Err(StoreError::Unavailable(format!("MongoDB did not answer within {limit:?}"))))
-}
-
-/// Rows (`limit` + 1 asked for) to a page; history comes newest first and is turned around.
-fn page_from(rows: Vec<MessageDoc>, limit: u32, newest_first: bool) -> Page {
-    let mut messages: Vec<_> = rows.into_iter().map(MessageDoc::into_domain).collect();
-    let has_more = messages.len() > limit as usize;
-    messages.truncate(limit as usize);
-    if newest_first {
-        messages.reverse();
-    }
-    Page { messages, has_more }
-}
-
-fn empty_page() -> Page {
-    Page { messages: Vec::new(), has_more: false }
 }
 
 #[async_trait]
@@ -323,46 +254,11 @@ impl Store for MongoStore {
     }
 
     async fn upsert_user(&self, user: &User) -> StoreResult<()> {
-        self.call(async {
-            let update = query::user_upsert(
-                &user.name,
-                user.email.as_deref(),
-                user.role,
-                user.avatar.as_deref(),
-                to_bson_time(&now()),
-            );
-            for _ in 0..MAX_UPSERT_ATTEMPTS {
-                // Two first logins at once can both try to insert: the loser updates next round.
-                match self.users.update_one(query::user_key(&user.id), update.clone()).upsert(true).await {
-                    Ok(_) => return Ok(()),
-                    Err(e) if is_duplicate_key(&e) => continue,
-                    Err(e) => return Err(map_err(e)),
-                }
-            }
-            Err(StoreError::Conflict(format!("user {} kept colliding on upsert", user.id)))
-        })
-        .await
+        writes::upsert_user(self, user).await
     }
 
     async fn get_users(&self, ids: &[String]) -> StoreResult<Vec<User>> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        self.call(async {
-            let found: Vec<User> = self
-                .users
-                .find(query::users_by_ids(ids))
-                .max_time(self.deadline)
-                .await
-                .map_err(map_err)?
-                .try_collect()
-                .await
-                .map_err(map_err)?;
-            let by_id: HashMap<&str, &User> = found.iter().map(|u| (u.id.as_str(), u)).collect();
-            // In the order asked for, like the SQLite store.
-            Ok(ids.iter().filter_map(|id| by_id.get(id.as_str()).map(|u| (*u).clone())).collect())
-        })
-        .await
+        reads::get_users(self, ids).await
     }
 
     async fn find_or_create_conversation(
@@ -371,41 +267,11 @@ impl Store for MongoStore {
         b: &str,
         job_id: Option<&str>,
     ) -> StoreResult<(Conversation, bool)> {
-        let pair = sorted_pair(a, b);
-        let key = query::conversation_key(&pair, job_id);
-        self.call(async {
-            for _ in 0..MAX_UPSERT_ATTEMPTS {
-                let id = ObjectId::new();
-                let res = self
-                    .conversations
-                    .find_one_and_update(key.clone(), query::conversation_insert(id, &pair, to_bson_time(&now())))
-                    .upsert(true)
-                    .return_document(ReturnDocument::After)
-                    .max_time(self.deadline)
-                    .await;
-                match res {
-                    Ok(Some(conv)) => {
-                        let created = conv.id == id;
-                        return Ok((conv.into_domain(), created));
-                    }
-                    Ok(None) => {}
-                    // Another node created it first: it is there now.
-                    Err(e) if is_duplicate_key(&e) => {}
-                    Err(e) => return Err(map_err(e)),
-                }
-                if let Some(conv) = self.conversation_by_key(key.clone()).await? {
-                    return Ok((conv.into_domain(), false));
-                }
-            }
-            Err(StoreError::Conflict("conversation creation kept colliding".into()))
-        })
-        .await
+        writes::find_or_create_conversation(self, a, b, job_id).await
     }
 
     async fn get_conversation(&self, id: &str) -> StoreResult<Option<Conversation>> {
-        let Some(id) = parse_id(id) else { return Ok(None) };
-        self.call(async { Ok(self.conversation_by_key(query::by_id(id)).await?.map(ConversationDoc::into_domain)) })
-            .await
+        reads::get_conversation(self, id).await
     }
 
     async fn list_conversations(
@@ -414,234 +280,34 @@ impl Store for MongoStore {
         limit: u32,
         cursor: Option<&ListCursor>,
     ) -> StoreResult<Vec<Conversation>> {
-        if limit == 0 {
-            return Ok(Vec::new());
-        }
-        let after = match cursor {
-            None => None,
-            Some(c) => Some((DateTime::from_millis(c.updated_at_ms), parse_id(&c.id).ok_or(StoreError::NotFound)?)),
-        };
-        let spec = FindSpec {
-            filter: query::conversations_of(user, after),
-            sort: query::conversations_order(),
-            limit: i64::from(limit),
-            skip: None,
-            projection: None,
-        };
-        self.call(async {
-            Ok(find(&self.conversations, spec, self.deadline)
-                .await?
-                .into_iter()
-                .map(ConversationDoc::into_domain)
-                .collect())
-        })
-        .await
+        reads::list_conversations(self, user, limit, cursor).await
     }
 
     async fn conversation_partners(&self, user: &str) -> StoreResult<Vec<String>> {
-        self.call(async {
-            let all = self
-                .conversations
-                .distinct("participants", query::conversations_of(user, None))
-                .max_time(self.deadline)
-                .await
-                .map_err(map_err)?;
-            Ok(all.into_iter().filter_map(|p| p.as_str().filter(|p| *p != user).map(str::to_owned)).collect())
-        })
-        .await
+        reads::conversation_partners(self, user).await
     }
 
     async fn insert_message(&self, msg: NewMessage) -> StoreResult<Inserted> {
-        let stored = self.call(flow::store_message(self, msg, &now())).await?;
-        let (doc, conv, created) = match stored {
-            Stored::Created(doc, conv) => (doc, Some(*conv), true),
-            Stored::Existing(doc) => (doc, None, false),
-        };
-        // The message is durable: from here on, a failure only delays the summary (module docs).
-        if let Err(e) = self.call(flow::settle(self, conv, &doc)).await {
-            tracing::warn!(error = %e, conversation_id = %doc.conversation_id, seq = doc.seq,
-                "message stored; conversation summary left for the next writer to catch up");
-            metrics::counter!(DB_ERRORS_TOTAL, "op" => "settle_conversation").increment(1);
-        }
-        Ok(Inserted { message: doc.into_domain(), created })
+        writes::insert_message(self, msg).await
     }
 
     async fn history(&self, conversation_id: &str, q: HistoryQuery) -> StoreResult<Page> {
-        let Some(id) = parse_id(conversation_id) else { return Ok(empty_page()) };
-        self.call(async {
-            Ok(page_from(find(&self.messages, query::history(id, &q), self.deadline).await?, q.limit, true))
-        })
-        .await
+        reads::history(self, conversation_id, q).await
     }
 
     async fn messages_after(&self, conversation_id: &str, after_seq: i64, limit: u32) -> StoreResult<Page> {
-        let Some(id) = parse_id(conversation_id) else { return Ok(empty_page()) };
-        let spec = query::messages_after(id, after_seq, i64::from(limit) + 1);
-        self.call(async { Ok(page_from(find(&self.messages, spec, self.deadline).await?, limit, false)) }).await
+        reads::messages_after(self, conversation_id, after_seq, limit).await
     }
 
     async fn mark_read(&self, conversation_id: &str, reader: &str, up_to_seq: Option<i64>) -> StoreResult<ReadReceipt> {
-        let id = parse_id(conversation_id).ok_or(StoreError::NotFound)?;
-        self.call(flow::mark_read(self, id, reader, up_to_seq, now())).await
+        writes::mark_read(self, conversation_id, reader, up_to_seq).await
     }
 
     async fn mark_delivered(&self, conversation_id: &str, receiver: &str, up_to_seq: i64) -> StoreResult<u64> {
-        let Some(id) = parse_id(conversation_id) else { return Ok(0) };
-        self.call(flow::mark_delivered(self, id, receiver, up_to_seq)).await
+        writes::mark_delivered(self, conversation_id, receiver, up_to_seq).await
     }
 
     async fn unread_counts(&self, user: &str) -> StoreResult<Vec<(String, i64)>> {
-        self.call(async {
-            let rows: Vec<UnreadRow> = self
-                .conversations
-                .clone_with_type::<UnreadRow>()
-                .find(query::unread_of(user))
-                .projection(query::unread_projection())
-                .max_time(self.deadline)
-                .await
-                .map_err(map_err)?
-                .try_collect()
-                .await
-                .map_err(map_err)?;
-            Ok(rows
-                .into_iter()
-                .filter_map(|r| {
-                    let slot = r.participants.iter().position(|p| p == user)?;
-                    (r.unread[slot] > 0).then(|| (r.id.to_hex(), r.unread[slot]))
-                })
-                .collect())
-        })
-        .await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Instant;
-
-    use mongodb::options::ClientOptions;
-
-    use super::*;
-    use crate::chat::model::{MessageStatus, MessageType, from_millis};
-
-    #[tokio::test]
-    async fn calls_past_the_deadline_are_unavailable() {
-        let r: StoreResult<()> = bounded(Duration::from_millis(10), std::future::pending()).await;
-        assert!(matches!(r, Err(StoreError::Unavailable(_))));
-        assert_eq!(bounded(Duration::from_secs(1), async { Ok(3) }).await.unwrap(), 3);
-    }
-
-    fn closed_port() -> u16 {
-        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-    }
-
-    /// A store on a client that can reach no server: answers come from the id checks alone, or
-    /// are `Unavailable` within the deadline — never a panic, never a hang.
-    async fn offline_store(schema_ready: bool) -> MongoStore {
-        let mut o =
-            ClientOptions::parse(format!("mongodb://127.0.0.1:{}/?serverSelectionTimeoutMS=100", closed_port()))
-                .await
-                .unwrap();
-        connect::apply_defaults(&mut o);
-        let client = Client::with_options(o).unwrap();
-        let deadline = Duration::from_secs(3);
-        let db = client.database_with_options("chat", connect::enforced(deadline));
-        let s = MongoStore::new(db, Names { prefix: "chat_".into() }, deadline, PoolMetrics::new(1));
-        s.schema.ready.store(schema_ready, Ordering::Release);
-        s
-    }
-
-    #[tokio::test]
-    async fn collections_carry_the_prefix() {
-        let s = offline_store(true).await;
-        assert_eq!(
-            [s.users.name(), s.conversations.name(), s.messages.name()],
-            ["chat_users", "chat_conversations", "chat_messages"]
-        );
-        assert!(validate_prefix("chat_").is_ok() && validate_prefix("").is_ok());
-        for bad in ["a.b", "a b", "$x", "x/y", &"p".repeat(65)] {
-            assert!(validate_prefix(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[tokio::test]
-    async fn connect_needs_no_server_and_migrate_says_unavailable_quickly() {
-        let port = closed_port();
-        let uri = format!("mongodb://user:secret@127.0.0.1:{port}/?serverSelectionTimeoutMS=300");
-        let s = MongoStore::connect(&MongoSettings::new(uri, "chat")).await.expect("no round trip at connect");
-        let started = Instant::now();
-        let err = s.migrate().await.unwrap_err();
-        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
-        assert!(matches!(&err, StoreError::Unavailable(_)), "{err:?}");
-        assert!(!err.to_string().contains("secret"), "credentials never in errors: {err}");
-        assert!(matches!(s.ping().await, Err(StoreError::Unavailable(_))), "not ready");
-    }
-
-    #[tokio::test]
-    async fn invalid_ids_answer_like_unknown_ones_without_a_round_trip() {
-        let s = offline_store(true).await;
-        for bad in ["", "nope", "65a00000000000000000000", "zz0000000000000000000000", "éééééééééééé"] {
-            assert_eq!(s.get_conversation(bad).await.unwrap(), None);
-            let q = HistoryQuery { before_seq: None, skip: 0, limit: 10 };
-            let p = s.history(bad, q).await.unwrap();
-            assert!(p.messages.is_empty() && !p.has_more);
-            assert!(s.messages_after(bad, 0, 10).await.unwrap().messages.is_empty());
-            assert!(matches!(s.mark_read(bad, "u", None).await, Err(StoreError::NotFound)));
-            assert_eq!(s.mark_delivered(bad, "u", 3).await.unwrap(), 0);
-            let cursor = ListCursor { updated_at_ms: 1, id: bad.to_owned() };
-            assert!(matches!(s.list_conversations("u", 10, Some(&cursor)).await, Err(StoreError::NotFound)));
-            let msg = NewMessage {
-                conversation_id: bad.to_owned(),
-                sender_id: "a".into(),
-                receiver_id: "b".into(),
-                message_type: MessageType::Text,
-                content: "x".into(),
-                client_message_id: None,
-            };
-            assert!(matches!(s.insert_message(msg).await, Err(StoreError::NotFound)));
-        }
-        assert!(s.get_users(&[]).await.unwrap().is_empty());
-        assert!(s.list_conversations("u", 0, None).await.unwrap().is_empty());
-    }
-
-    #[tokio::test]
-    async fn an_outage_is_unavailable() {
-        for schema_ready in [true, false] {
-            let s = offline_store(schema_ready).await;
-            assert!(matches!(s.ping().await, Err(StoreError::Unavailable(_))));
-            assert!(matches!(s.get_conversation(&ObjectId::new().to_hex()).await, Err(StoreError::Unavailable(_))));
-            let msg = NewMessage {
-                conversation_id: ObjectId::new().to_hex(),
-                sender_id: "a".into(),
-                receiver_id: "b".into(),
-                message_type: MessageType::Text,
-                content: "x".into(),
-                client_message_id: Some("m".into()),
-            };
-            assert!(matches!(s.insert_message(msg).await, Err(StoreError::Unavailable(_))));
-            assert!(matches!(s.find_or_create_conversation("a", "b", None).await, Err(StoreError::Unavailable(_))));
-        }
-    }
-
-    #[test]
-    fn pages_are_oldest_first_with_has_more() {
-        let m = |seq| MessageDoc {
-            id: ObjectId::new(),
-            conversation_id: ObjectId::new(),
-            seq,
-            sender_id: "a".into(),
-            receiver_id: "b".into(),
-            message_type: MessageType::Text,
-            content: "x".into(),
-            status: MessageStatus::Sent,
-            client_message_id: None,
-            created_at: to_bson_time(&from_millis(1)),
-        };
-        let p = page_from(vec![m(9), m(8), m(7)], 2, true);
-        assert_eq!(p.messages.iter().map(|m| m.seq).collect::<Vec<_>>(), [8, 9]);
-        assert!(p.has_more);
-        let p = page_from(vec![m(3), m(4)], 2, false);
-        assert_eq!(p.messages.iter().map(|m| m.seq).collect::<Vec<_>>(), [3, 4]);
-        assert!(!p.has_more);
+        reads::unread_counts(self, user).await
     }
 }

@@ -19,7 +19,7 @@ use std::{
 
 use rusqlite::Connection;
 
-use super::{Durability, map_err, open_connection, turn::Turn};
+use super::{Durability, errors::map_err, schema::open_connection, turn::Turn};
 use crate::store::StoreResult;
 
 /// How often a round runs.
@@ -94,6 +94,71 @@ pub(super) fn run(checkpointer: Arc<Mutex<Checkpointer>>, stop: std_mpsc::Receiv
         };
         if let Err(e) = round {
             tracing::warn!(error = %map_err(e), "WAL checkpoint failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        chat::model::MessageType,
+        store::{NewMessage, Store, sqlite::SqliteStore},
+    };
+
+    fn note(conversation_id: &str, sender: &str, receiver: &str) -> NewMessage {
+        NewMessage {
+            conversation_id: conversation_id.to_owned(),
+            sender_id: sender.to_owned(),
+            receiver_id: receiver.to_owned(),
+            message_type: MessageType::Text,
+            content: "steady".to_owned(),
+            client_message_id: None,
+        }
+    }
+
+    /// The WAL header's checkpoint sequence number: it goes up each time the WAL starts over.
+    fn wal_restarts(db: &Path) -> u32 {
+        let mut wal = db.as_os_str().to_owned();
+        wal.push("-wal");
+        let header = std::fs::read(wal).unwrap();
+        u32::from_be_bytes(header[12..16].try_into().unwrap())
+    }
+
+    /// A passive checkpoint alone never copies the whole WAL back while writes go on, so the
+    /// WAL never started over and grew for as long as they did.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_checkpoint_round_restarts_the_wal_under_steady_writes() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("chat.db");
+        let store = Arc::new(SqliteStore::open(&path).unwrap());
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut writers = Vec::new();
+        for i in 0..8 {
+            let (a, b) = (format!("a{i}"), format!("b{i}"));
+            let (c, _) = store.find_or_create_conversation(&a, &b, None).await.unwrap();
+            let (store, stop) = (store.clone(), stop.clone());
+            writers.push(tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    store.insert_message(note(&c.id, &a, &b)).await.unwrap();
+                }
+            }));
+        }
+        let (mine, _) = store.find_or_create_conversation("me", "you", None).await.unwrap();
+        for round in 0..5 {
+            store.insert_message(note(&mine.id, "me", "you")).await.unwrap();
+            let before = wal_restarts(&path);
+            let s = store.clone();
+            let (log, copied) = tokio::task::spawn_blocking(move || s.checkpoint()).await.unwrap().unwrap();
+            assert_eq!(log, copied, "round {round}: frames left in the WAL");
+            // Queued after the round, so its transaction begins after it.
+            store.insert_message(note(&mine.id, "me", "you")).await.unwrap();
+            assert!(wal_restarts(&path) > before, "round {round}: the WAL did not start over");
+        }
+        stop.store(true, Ordering::Relaxed);
+        for w in writers {
+            w.await.unwrap();
         }
     }
 }
