@@ -70,7 +70,7 @@ impl Kit {
     }
 
     async fn online(&self, user: &str) -> bool {
-        self.chat.statuses(&[user.to_owned()]).await.unwrap()[0].online
+        self.chat.statuses("observer", &[user.to_owned()]).await.unwrap()[0].online
     }
 }
 
