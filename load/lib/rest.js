@@ -1,4 +1,4 @@
-// REST helpers (DESIGN §4) shared by the k6 scripts.
+// REST helpers (docs/) shared by the k6 scripts.
 import http from 'k6/http';
 import { authHeaders } from './config.js';
 

@@ -1,5 +1,5 @@
 //! Domain records and their JSON shapes (field names follow the existing JobSphere clients,
-//! DESIGN §5). Times are UTC, truncated to milliseconds so that every store round-trips them.
+//! the contract). Times are UTC, truncated to milliseconds so that every store round-trips them.
 
 use std::fmt;
 

@@ -6,7 +6,7 @@
 - YAML syntax (PyYAML), then the Compose specification (the `compose-spec` package: a
   spec-compliant parser, after `${VAR:-default}` interpolation the way Compose does it);
 - the cluster is wired as documented: three chat nodes built from deploy/Dockerfile with unique
-  NODE_IDs and one JWT secret, env names from DESIGN.md, stop_grace_period above the app's
+  NODE_IDs and one JWT secret, env names from docs/operations.md, stop_grace_period above the app's
   shutdown grace, bind-mounted files that exist, nginx upstreams = the chat services, Prometheus
   scraping every node's :9100 as job jobsphere-chat with deploy/prometheus/alerts.yml, Grafana
   provisioning that parses and points at the mounted dashboard.
@@ -110,7 +110,7 @@ def main():
             assert (DEPLOY / s["build"]["context"] / s["build"]["dockerfile"]).resolve() == DEPLOY / "Dockerfile"
             env = s["environment"]
             unknown = set(env) - ENV_NAMES
-            assert not unknown, f"{name}: env names not in DESIGN.md: {sorted(unknown)}"
+            assert not unknown, f"{name}: env names not in docs/operations.md: {sorted(unknown)}"
             ids.add(env["NODE_ID"])
             secrets.add(env["JWT_SECRET"])
             assert env["REDIS_URL"].startswith("redis://redis:") and env["MONGODB_URI"].startswith("mongodb://mongo:")

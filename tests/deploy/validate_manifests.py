@@ -9,7 +9,7 @@
 2. The Prometheus Operator kinds, which have no bundled schema: apiVersion/kind/metadata, the
    ServiceMonitor endpoint, and the PrometheusRule's groups (parsed, shaped like a rule file,
    equal to files/alerts.yml); the Grafana dashboard ConfigMap (label, JSON equal to the file).
-3. What the chart promises (DESIGN.md section 8 and the deployment brief): rollout strategy,
+3. What the chart promises (docs/operations.md, Metrics and the deployment brief): rollout strategy,
    probes, drain timing, security context, env names, selectors that match, and so on.
 
 Prints `PASS name` / `FAIL name: why` lines (tests/deploy/check.sh counts them); exit 1 on any FAIL.
@@ -37,7 +37,7 @@ CRD_KINDS = {
 }
 CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "PriorityClass"}
 
-# DESIGN.md section 2, plus the settings the app accepts beyond it.
+# docs/operations.md, Configuration, plus the settings the app accepts beyond it.
 ENV_NAMES = {
     "CHAT_ADDR", "CHAT_METRICS_ADDR", "CHAT_DATA_DIR", "REDIS_URL", "MONGODB_URI", "MONGODB_DB",
     "JWT_SECRET", "JWT_PUBLIC_KEY_FILE", "NODE_ID", "PRESENCE_TTL_SECS", "RATE_LIMIT_MESSAGES",
@@ -329,7 +329,7 @@ def main():
         env = {e["name"]: e for e in ctr["env"]}
         names = set(env) | set(cm["data"])
         unknown = names - ENV_NAMES - (EXTRA_ENV_NAMES if profile == "all-on" else set())
-        assert not unknown, f"env names not in DESIGN.md: {sorted(unknown)}"
+        assert not unknown, f"env names not in docs/operations.md: {sorted(unknown)}"
         assert env["NODE_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
         secret_name = args.secret_name
         order = [e["name"] for e in ctr["env"]]
@@ -361,7 +361,7 @@ def main():
             mounts = [m["mountPath"] for m in ctr["volumeMounts"]]
             assert any(cm["data"]["JWT_PUBLIC_KEY_FILE"].startswith(m + "/") for m in mounts), "public key not mounted"
 
-    c.check(f"{profile}: env (DESIGN names, NODE_ID from pod name, secrets by secretKeyRef, config checksum)", c_env)
+    c.check(f"{profile}: env (documented names, NODE_ID from pod name, secrets by secretKeyRef, config checksum)", c_env)
 
     def c_ports():
         cports = {p["name"]: p["containerPort"] for p in ctr["ports"]}

@@ -122,7 +122,10 @@ self_contained() {
     local bad=0 files
     files=$(git ls-files README.md docs web tests/browser tests/docs | grep -v -e 'package-lock.json$' -e '^tests/docs/check.sh$')
     # shellcheck disable=SC2086
-    if grep -n -E '\.\./shared|/work/|DESIGN\.md|DESIGN §|NOTES-socketioxide' $files; then
+    # Names of the team's working notes beside a checkout, which a clone does not have; spelled
+    # in pieces so that this file does not name them itself.
+    local outside="\\.\\./sha""red|/work/|DES""IGN\\.md|DES""IGN §|NOTES-socket""ioxide"
+    if grep -n -E "$outside" $files; then
         echo "^ references to files outside the repository"
         bad=1
     fi

@@ -1,4 +1,4 @@
-//! Restart durability of the embedded default (DESIGN §1, §8): an acknowledged message (a 201)
+//! Restart durability of the embedded default (the contract): an acknowledged message (a 201)
 //! survives `kill -9` and SIGTERM, with the same seq and content, and seq stays gap-free.
 
 use std::{

@@ -1,4 +1,4 @@
-//! REST API against a real node over TCP (DESIGN §3 auth, §4 routes and error envelope, §5 data
+//! REST API against a real node over TCP (docs/rest.md: auth, routes and error envelope, data
 //! shapes, §7 limits). Every test starts its own embedded node.
 
 use std::{collections::HashSet, net::SocketAddr, time::Duration};
@@ -199,7 +199,7 @@ async fn wait_status(api: &Api, user: &str, pred: impl Fn(&Value) -> bool) -> Va
 }
 
 // ---------------------------------------------------------------------------------------------
-// auth (DESIGN §3)
+// auth (docs/)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_api_route_requires_a_token() {
@@ -1036,7 +1036,7 @@ async fn user_status_reports_presence_and_validates_ids() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// bad input (DESIGN §7)
+// bad input (docs/)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn content_rules_are_enforced() {

@@ -1,4 +1,4 @@
-//! Socket.IO contract (DESIGN §3, §6, §7) against a real embedded node and real clients.
+//! Socket.IO contract (docs/events.md) against a real embedded node and real clients.
 //!
 //! Notes on the client (tf-rust-socketio): every incoming packet is dispatched as its own task,
 //! so the order in which events land in `Sock` is not the order the server sent them; and ack

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every tests/ops check, one after the other (each starts and stops its own processes on free
 # loopback ports):
-#   metrics_cluster.sh  3 nodes + Redis + Prometheus: DESIGN §8 metrics, cardinality, every
+#   metrics_cluster.sh  3 nodes + Redis + Prometheus: the documented metrics, cardinality, every
 #                       dashboard/alert query in full mode (issue 5)
 #   lb_cluster.sh       3 nodes behind nginx (the deploy template): websocket, polling, rolling
 #                       restart with the official socket.io-client (issue 6)

@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
-"""Checks the /metrics output of running chat nodes against the metric contract (DESIGN §8).
+"""Checks the /metrics output of running chat nodes against the metric contract (the Metrics
+table of docs/operations.md).
 
   metrics_assert.py --metrics http://127.0.0.1:9101 [--metrics ...] --tokens tokens.json \
-      [--design ../shared/DESIGN.md] [--node-id n1 ...]
+      [--node-id n1 ...]
 
-- every metric name of DESIGN §8 appears on at least one node, with the label names listed
+- every metric name of the contract appears on at least one node, with the label names listed
   there (`chat_events_total{event}` must have series with an `event` label);
 - the latencies are histograms (`# TYPE x histogram`, `_bucket` series incl. `le="0.1"`, the SLO
   boundary alerts.yml relies on, plus `_sum`/`_count`), never summaries (`quantile`);
@@ -23,9 +24,8 @@ import re
 import sys
 import urllib.request
 
-# DESIGN §8 as of this writing; when the DESIGN file is found, the names and labels written
-# there are used as well (so that a metric added to the contract is checked without editing
-# this list).
+# The metric contract: the Metrics table of docs/operations.md, with the label names each series
+# must carry.
 CONTRACT = {
     "chat_socket_connections": [],
     "chat_socket_connects_total": [],
@@ -90,21 +90,6 @@ def report(name, ok, detail=None):
     return ok
 
 
-def design_contract(path):
-    """{metric: [labels]} from the `## 8.` section of DESIGN.md, or None."""
-    try:
-        text = open(path, encoding="utf-8").read()
-    except OSError:
-        return None
-    m = re.search(r"^## 8\..*?(?=^## |\Z)", text, re.S | re.M)
-    if not m:
-        return None
-    out = {}
-    for name, labels in re.findall(r"`((?:chat|process)_[a-z0-9_]+)(?:\{([a-z_,\s]*)\})?`", m.group(0)):
-        out[name] = [l.strip() for l in labels.split(",") if l.strip()]
-    return out or None
-
-
 def parse(text):
     """-> (samples [(name, {labels}, value)], types {name: type})"""
     samples, types = [], {}
@@ -131,21 +116,11 @@ def main():
     ap.add_argument("--metrics", action="append", required=True, help="base URL of a node's metrics port")
     ap.add_argument("--node-id", action="append", default=[], help="NODE_ID of each --metrics, same order")
     ap.add_argument("--tokens", help="tokens.json with {users: {name: id}}: ids that must not be label values")
-    ap.add_argument("--design", help="DESIGN.md (its §8 adds to the built-in contract)")
     ap.add_argument("--require-failure-series", default="",
                     help="comma-separated failure-only metrics that must exist too (the caller produced them)")
     args = ap.parse_args()
 
     contract = dict(CONTRACT)
-    from_design = design_contract(args.design) if args.design else None
-    if from_design:
-        for k, v in from_design.items():
-            contract[k] = sorted(set(contract.get(k, [])) | set(v))
-        missing_here = sorted(set(from_design) - set(CONTRACT))
-        print(f"info DESIGN §8 read from {args.design}: {len(from_design)} metrics"
-              + (f" (new since this script: {', '.join(missing_here)})" if missing_here else ""))
-    else:
-        print("info DESIGN.md not found: using the built-in copy of §8")
     contract.update(EXTRA)
     required_failure = {x for x in args.require_failure_series.split(",") if x}
 

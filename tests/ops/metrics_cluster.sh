@@ -12,7 +12,7 @@
 #     disconnects; then a store held locked by another process past the busy timeout, then a
 #     Redis outage and its recovery (the nodes must answer `unavailable` quickly and recover
 #     by themselves). Each functional expectation is one check.
-#  2. tests/ops/metrics_assert.py reads every node's /metrics: every DESIGN §8 metric name and
+#  2. tests/ops/metrics_assert.py reads every node's /metrics: every contract metric name and
 #     label, histograms with `_bucket` and le="0.1", `node` labels, cardinality (no 24-hex id, no
 #     user id in any label value, route templates only, bounded series).
 #  3. Prometheus: all targets up, every rule evaluates without error on real data, and
@@ -176,15 +176,13 @@ grep -v '^gate ' "$WORK/traffic.out" >"$WORK/traffic.report"
 tally traffic bash -c 'cat "$1"; exit "$2"' _ "$WORK/traffic.report" "$TRAFFIC_RC"
 
 # ----------------------------------------------------------------------------- /metrics
-DESIGN="$ROOT/../shared/DESIGN.md"
-[ -f "$DESIGN" ] || DESIGN=""
 # chat_db_errors_total and chat_redis_errors_total exist only after failures; the locked store
 # and the Redis outage above produced them, so they are required here.
 tally metrics python3 "$OPS_DIR/metrics_assert.py" \
     --metrics "http://127.0.0.1:$M1" --node-id ops-n1 \
     --metrics "http://127.0.0.1:$M2" --node-id ops-n2 \
     --metrics "http://127.0.0.1:$M3" --node-id ops-n3 \
-    --tokens "$WORK/tokens.json" ${DESIGN:+--design "$DESIGN"} \
+    --tokens "$WORK/tokens.json" \
     --require-failure-series chat_db_errors_total,chat_redis_errors_total
 
 # ----------------------------------------------------------------------------- Prometheus
@@ -203,7 +201,7 @@ PY
 # Allowed empty in full mode, each with its reason:
 # - chat_redis_pubsub_lagged_total: counts broadcasts dropped because a node's pub/sub receiver
 #   lagged behind; a healthy cluster at this load never lags, so the series never exists (not
-#   in DESIGN §8 either; the alert and the panel must simply stay empty).
+#   in the metric contract either; the alert and the panel must simply stay empty).
 # Nothing else: the locked store and the Redis outage produced chat_db_errors_total,
 # chat_redis_errors_total, event errors with code `unavailable` and REST 5xx.
 ALLOW='chat_redis_pubsub_lagged_total'

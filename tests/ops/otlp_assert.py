@@ -10,7 +10,7 @@ Required (a failure otherwise):
   `store` span (op=insert_message);
 - the REST send: an `http_request` span (POST, route template) continuing the client's W3C
   traceparent (same trace id, parent = the client's span id), with a descendant `store` span.
-Reported, not failed (DESIGN §8 asks for them, the brief expects they may be missing):
+Reported, not failed (docs/operations.md asks for them, the brief expects they may be missing):
 - Redis command spans (name or attributes naming Redis) in those traces.
 Prints `ok` / `FAIL` / `info` lines; exit 1 on any failure.
 """
@@ -127,7 +127,7 @@ def main():
         if redis:
             print(f"ok   {kind} trace has Redis command spans: {sorted({(d['name'], d['attributes'].get('op')) for d in redis})}")
         else:
-            print(f"info FINDING: {kind} trace has NO Redis spans (DESIGN §8: store and Redis calls as child spans); "
+            print(f"info FINDING: {kind} trace has NO Redis spans (the contract: store and Redis calls as child spans); "
                   f"its spans: {names}")
     anywhere = [s for s in spans if redisish(s)]
     print(f"info Redis-looking spans anywhere in the export: {len(anywhere)}"

@@ -236,7 +236,7 @@ PY
 # A throwaway Prometheus (fresh TSDB in a temp dir, loopback, free port) evaluates every dashboard
 # and rule expression: a parse or type error is an error status even without data. It loads
 # alerts.yml, so a rule file the server itself rejects fails here too, and it scrapes two fake
-# nodes (fake_exporter.py: the metric contract of DESIGN §8) every second, so that the full mode
+# nodes (fake_exporter.py: the metric contract of docs/operations.md) every second, so that the full mode
 # can require every dashboard query to return data.
 read -r PORT NODE1 NODE2 < <(python3 -c '
 import socket

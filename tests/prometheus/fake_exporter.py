@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Serve /metrics shaped like a jobsphere-chat node, for checking dashboards and rules offline.
 
-Every metric name and label of DESIGN.md §8 (plus chat_ready and
+Every metric name and label of docs/operations.md (Metrics) (plus chat_ready and
 chat_redis_pubsub_lagged_total) is exported with the global `node` label, the way
 metrics-exporter-prometheus does it: counters grow with time, histograms use the app's buckets
 (0.0005 s to 10 s, `le` formatted like Rust's f64 Display: "0.1", "1", "+Inf"). Error counters
