@@ -2,6 +2,11 @@
 //!
 //! In the embedded default with no `JWT_SECRET`, a random secret is generated once and kept in
 //! `CHAT_DATA_DIR/jwt-secret` so tokens minted by `jobsphere-chat token` survive restarts.
+//!
+//! `exp` is required and `nbf` honoured, both with `JWT_LEEWAY_SECS` of clock skew. `iss` and
+//! `aud` are checked only when `JWT_ISSUER` / `JWT_AUDIENCE` are set (a token that carries an
+//! `aud` is accepted when no audience is configured). A verified [`Identity`] keeps `exp`, so a
+//! socket can be told when its token runs out (see `crate::realtime::expiry`).
 
 use std::{fs, io::Write, path::Path, time::Duration};
 
@@ -20,11 +25,18 @@ use crate::{
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
     pub user: User,
+    /// The token's `exp` (seconds since the epoch); `None` for identities made without a token.
+    pub expires_at: Option<u64>,
 }
 
 impl Identity {
     pub fn id(&self) -> &str {
         &self.user.id
+    }
+
+    /// Whether the token ran out `leeway` seconds ago or more, at `now` (epoch seconds).
+    pub fn is_expired(&self, now: u64, leeway: u64) -> bool {
+        self.expires_at.is_some_and(|exp| now > exp.saturating_add(leeway))
     }
 }
 
@@ -40,6 +52,13 @@ struct Claims {
     exp: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     iat: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    nbf: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    iss: Option<String>,
+    /// A string or a list of strings; checked by `jsonwebtoken` when an audience is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    aud: Option<serde_json::Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -58,11 +77,25 @@ pub enum AuthError {
     CannotSign,
 }
 
+/// Default clock skew allowed on `exp` and `nbf` (`JWT_LEEWAY_SECS`).
+pub const DEFAULT_LEEWAY_SECS: u64 = 30;
+
 #[derive(Clone)]
 pub struct Jwt {
     decoding: DecodingKey,
     validation: Validation,
     encoding: Option<EncodingKey>,
+    /// What `sign` puts in `iss` / `aud` (the configured ones).
+    issuer: Option<String>,
+    audience: Option<String>,
+}
+
+/// The claims a token is bound to beyond its signature.
+#[derive(Debug, Clone, Default)]
+pub struct Binding {
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    pub leeway_secs: u64,
 }
 
 impl std::fmt::Debug for Jwt {
@@ -74,26 +107,62 @@ impl std::fmt::Debug for Jwt {
 impl Jwt {
     /// From the configuration; may create the dev secret file (embedded mode only).
     pub fn from_config(config: &Config) -> Result<Self, AuthError> {
-        if let Some(path) = &config.jwt_public_key_file {
-            return Self::from_public_key_pem(
+        let binding = Binding {
+            issuer: config.jwt_issuer.clone(),
+            audience: config.jwt_audience.clone(),
+            leeway_secs: config.jwt_leeway_secs,
+        };
+        let jwt = if let Some(path) = &config.jwt_public_key_file {
+            Self::from_public_key_pem(
                 &fs::read(path).map_err(|e| AuthError::Setup(format!("{}: {e}", path.display())))?,
-            );
-        }
-        match &config.jwt_secret {
-            Some(secret) => Ok(Self::from_secret(secret.as_bytes())),
-            None => Ok(Self::from_secret(dev_secret(&config.data_dir)?.as_bytes())),
-        }
+            )?
+        } else {
+            match &config.jwt_secret {
+                Some(secret) => Self::from_secret(secret.as_bytes()),
+                None => Self::from_secret(dev_secret(&config.data_dir)?.as_bytes()),
+            }
+        };
+        Ok(jwt.bound(binding))
     }
 
     pub fn from_secret(secret: &[u8]) -> Self {
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = 30;
-        validation.set_required_spec_claims(&["exp"]);
-        Self {
-            decoding: DecodingKey::from_secret(secret),
-            validation,
-            encoding: Some(EncodingKey::from_secret(secret)),
-        }
+        Self::new(DecodingKey::from_secret(secret), vec![Algorithm::HS256], Some(EncodingKey::from_secret(secret)))
+    }
+
+    fn new(decoding: DecodingKey, algorithms: Vec<Algorithm>, encoding: Option<EncodingKey>) -> Self {
+        let mut validation = Validation::new(algorithms[0]);
+        validation.algorithms = algorithms;
+        let mut jwt = Self { decoding, validation, encoding, issuer: None, audience: None };
+        jwt.apply(Binding { leeway_secs: DEFAULT_LEEWAY_SECS, ..Binding::default() });
+        jwt
+    }
+
+    /// Binds tokens to an issuer and audience (each checked only when set) and sets the leeway.
+    pub fn bound(mut self, binding: Binding) -> Self {
+        self.apply(binding);
+        self
+    }
+
+    fn apply(&mut self, b: Binding) {
+        let v = &mut self.validation;
+        v.leeway = b.leeway_secs;
+        v.validate_nbf = true;
+        // A configured issuer/audience must be present, not only right when present.
+        let mut required = vec!["exp"];
+        required.extend(b.issuer.as_ref().map(|_| "iss"));
+        required.extend(b.audience.as_ref().map(|_| "aud"));
+        v.set_required_spec_claims(&required);
+        v.iss = b.issuer.as_ref().map(|i| std::iter::once(i.clone()).collect());
+        // Without a configured audience a token's `aud` is ignored rather than refused.
+        v.validate_aud = b.audience.is_some();
+        v.aud = b.audience.as_ref().map(|a| std::iter::once(a.clone()).collect());
+        self.issuer = b.issuer;
+        self.audience = b.audience;
+    }
+
+    /// The leeway on `exp` and `nbf`, in seconds.
+    pub fn leeway_secs(&self) -> u64 {
+        self.validation.leeway
     }
 
     pub fn from_public_key_pem(pem: &[u8]) -> Result<Self, AuthError> {
@@ -104,11 +173,7 @@ impl Jwt {
                 vec![Algorithm::ES256],
             ),
         };
-        let mut validation = Validation::new(algs[0]);
-        validation.algorithms = algs;
-        validation.leeway = 30;
-        validation.set_required_spec_claims(&["exp"]);
-        Ok(Self { decoding, validation, encoding: None })
+        Ok(Self::new(decoding, algs, None))
     }
 
     /// Verifies a token and returns who it names. The error text is for logs only.
@@ -125,6 +190,7 @@ impl Jwt {
         };
         let clip = |s: Option<String>, n: usize| s.map(|s| s.chars().take(n).collect::<String>());
         Ok(Identity {
+            expires_at: Some(c.exp),
             user: User {
                 name: clip(c.name, 200).filter(|n| !n.trim().is_empty()).unwrap_or_else(|| id.clone()),
                 email: clip(c.email, 320),
@@ -145,6 +211,9 @@ impl Jwt {
             role: Some(user.role.as_str().to_owned()),
             exp: now + ttl.as_secs(),
             iat: Some(now),
+            nbf: None,
+            iss: self.issuer.clone(),
+            aud: self.audience.clone().map(serde_json::Value::String),
             name: Some(user.name.clone()),
             avatar: user.avatar.clone(),
             email: user.email.clone(),
@@ -238,6 +307,76 @@ mod tests {
         let rs_key = EncodingKey::from_rsa_pem(&fs::read(format!("{dir}/rs256-private.pem")).unwrap()).unwrap();
         assert!(es.verify(&encode(&Header::new(Algorithm::RS256), &claims, &rs_key).unwrap()).is_err());
         assert!(Jwt::from_public_key_pem(b"not a pem").is_err());
+    }
+
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    fn encode_claims(claims: serde_json::Value) -> String {
+        encode(&Header::default(), &claims, &EncodingKey::from_secret(SECRET)).unwrap()
+    }
+
+    fn now() -> u64 {
+        jsonwebtoken::get_current_timestamp()
+    }
+
+    #[test]
+    fn issuer_and_audience_are_checked_only_when_configured() {
+        let open = Jwt::from_secret(SECRET);
+        let bound = Jwt::from_secret(SECRET).bound(Binding {
+            issuer: Some("auth".into()),
+            audience: Some("chat".into()),
+            leeway_secs: 30,
+        });
+        let exp = now() + 60;
+        let plain = encode_claims(serde_json::json!({"userId": "u1", "exp": exp}));
+        let right = encode_claims(serde_json::json!({"userId": "u1", "exp": exp, "iss": "auth", "aud": "chat"}));
+        let listed =
+            encode_claims(serde_json::json!({"userId": "u1", "exp": exp, "iss": "auth", "aud": ["x", "chat"]}));
+        let other_aud = encode_claims(serde_json::json!({"userId": "u1", "exp": exp, "iss": "auth", "aud": "billing"}));
+        let other_iss = encode_claims(serde_json::json!({"userId": "u1", "exp": exp, "iss": "evil", "aud": "chat"}));
+        let no_aud = encode_claims(serde_json::json!({"userId": "u1", "exp": exp, "iss": "auth"}));
+        // Unbound: anything validly signed, an `aud` included.
+        for t in [&plain, &right, &other_aud, &other_iss] {
+            assert!(open.verify(t).is_ok());
+        }
+        assert!(bound.verify(&right).is_ok());
+        assert!(bound.verify(&listed).is_ok());
+        for (t, why) in
+            [(&plain, "no iss/aud"), (&other_aud, "wrong aud"), (&other_iss, "wrong iss"), (&no_aud, "no aud")]
+        {
+            assert!(bound.verify(t).is_err(), "{why} must be refused");
+        }
+        // `token` signs what the node checks.
+        let signed = bound.sign(&user("u3"), Duration::from_secs(60)).unwrap();
+        assert_eq!(bound.verify(&signed).unwrap().user.id, "u3");
+        assert!(open.verify(&signed).is_ok());
+    }
+
+    #[test]
+    fn nbf_and_leeway_are_honoured() {
+        let jwt = Jwt::from_secret(SECRET).bound(Binding { leeway_secs: 5, ..Binding::default() });
+        assert_eq!(jwt.leeway_secs(), 5);
+        let early = encode_claims(serde_json::json!({"userId": "u1", "exp": now() + 600, "nbf": now() + 300}));
+        assert!(jwt.verify(&early).is_err(), "not valid before nbf");
+        let skewed = encode_claims(serde_json::json!({"userId": "u1", "exp": now() + 600, "nbf": now() + 2}));
+        assert!(jwt.verify(&skewed).is_ok(), "nbf within the leeway");
+        let just_expired = encode_claims(serde_json::json!({"userId": "u1", "exp": now() - 2}));
+        assert!(jwt.verify(&just_expired).is_ok(), "exp within the leeway");
+        let expired = encode_claims(serde_json::json!({"userId": "u1", "exp": now() - 60}));
+        assert!(jwt.verify(&expired).is_err(), "exp beyond the leeway");
+        assert_eq!(Jwt::from_secret(SECRET).leeway_secs(), DEFAULT_LEEWAY_SECS);
+    }
+
+    #[test]
+    fn identity_keeps_the_expiry() {
+        let jwt = Jwt::from_secret(SECRET);
+        let exp = now() + 120;
+        let id = jwt.verify(&encode_claims(serde_json::json!({"userId": "u1", "exp": exp}))).unwrap();
+        assert_eq!(id.expires_at, Some(exp));
+        assert!(!id.is_expired(exp + 30, 30), "still inside the leeway");
+        assert!(id.is_expired(exp + 31, 30));
+        let forever = Identity { expires_at: None, ..id };
+        assert!(!forever.is_expired(u64::MAX, 0));
     }
 
     #[test]

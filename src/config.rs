@@ -156,6 +156,17 @@ pub struct Config {
     /// PEM public key; RS256/ES256 tokens are verified with it instead of the secret.
     #[arg(long, env = "JWT_PUBLIC_KEY_FILE")]
     pub jwt_public_key_file: Option<PathBuf>,
+    /// Required `iss` of every token (unset: not checked); `token` signs it.
+    #[arg(long, env = "JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+    /// Required `aud` of every token (unset: a token's `aud` is ignored); `token` signs it.
+    #[arg(long, env = "JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+    /// Clock skew allowed on `exp` and `nbf`; a socket is told its session expired this long
+    /// after `exp`.
+    #[arg(long, env = "JWT_LEEWAY_SECS", default_value_t = crate::auth::DEFAULT_LEEWAY_SECS,
+          value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub jwt_leeway_secs: u64,
     /// Label on metrics and presence records (default: hostname).
     #[arg(long, env = "NODE_ID")]
     pub node_id: Option<String>,
@@ -246,6 +257,23 @@ impl Config {
             && secret.len() < 16
         {
             return Err(ConfigError::Invalid("JWT_SECRET", "must be at least 16 bytes".into()));
+        }
+        // A shared secret guards every node of a cluster: 32 bytes is HS256's key size, and
+        // shorter ones can be brute-forced offline from any token.
+        if let Some(secret) = &self.jwt_secret
+            && self.redis_url.is_some()
+            && self.jwt_public_key_file.is_none()
+            && secret.len() < 32
+        {
+            return Err(ConfigError::Invalid(
+                "JWT_SECRET",
+                format!("must be at least 32 bytes in cluster mode (REDIS_URL set), got {}", secret.len()),
+            ));
+        }
+        for (name, v) in [("JWT_ISSUER", &self.jwt_issuer), ("JWT_AUDIENCE", &self.jwt_audience)] {
+            if v.as_ref().is_some_and(|v| v.trim().is_empty()) {
+                return Err(ConfigError::Invalid(name, "must not be empty when set".into()));
+            }
         }
         if self.is_cluster() && self.jwt_secret.is_none() && self.jwt_public_key_file.is_none() {
             return Err(ConfigError::Invalid(
@@ -391,8 +419,34 @@ mod tests {
         let c = parse(&["--redis-url", "redis://127.0.0.1:6379"]).unwrap();
         let err = c.validate().unwrap_err().to_string();
         assert!(err.contains("JWT_SECRET"), "{err}");
-        let c = parse(&["--redis-url", "redis://x:1", "--jwt-secret", "0123456789abcdef"]).unwrap();
+        let c = parse(&["--redis-url", "redis://x:1", "--jwt-secret", SECRET32]).unwrap();
         c.validate().unwrap();
+    }
+
+    const SECRET32: &str = "0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn short_secrets_are_refused_in_cluster_mode_only() {
+        let c = parse(&["--redis-url", "redis://x:1", "--jwt-secret", "0123456789abcdef"]).unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("JWT_SECRET") && err.contains("32 bytes"), "{err}");
+        let c = parse(&["--jwt-secret", "0123456789abcdef"]).unwrap();
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn jwt_binding_settings() {
+        let c = parse(&[]).unwrap();
+        assert_eq!((c.jwt_issuer.as_deref(), c.jwt_audience.as_deref(), c.jwt_leeway_secs), (None, None, 30));
+        let c = parse(&["--jwt-issuer", "auth", "--jwt-audience", "chat", "--jwt-leeway-secs", "5"]).unwrap();
+        c.validate().unwrap();
+        assert_eq!(
+            (c.jwt_issuer.as_deref(), c.jwt_audience.as_deref(), c.jwt_leeway_secs),
+            (Some("auth"), Some("chat"), 5)
+        );
+        assert!(parse(&["--jwt-leeway-secs", "99999"]).is_err());
+        let c = parse(&["--jwt-audience", " "]).unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("JWT_AUDIENCE"));
     }
 
     #[test]
@@ -426,7 +480,7 @@ mod tests {
     fn bad_values_are_named() {
         assert!(parse(&["--addr", "nope"]).is_err());
         assert!(parse(&["--presence-ttl-secs", "0"]).is_err());
-        let c = parse(&["--redis-url", "http://x", "--jwt-secret", "0123456789abcdef"]).unwrap();
+        let c = parse(&["--redis-url", "http://x", "--jwt-secret", SECRET32]).unwrap();
         assert!(c.validate().unwrap_err().to_string().contains("REDIS_URL"));
         let c = parse(&["--cors-origins", "https://a.example,ftp"]).unwrap();
         assert!(c.validate().unwrap_err().to_string().contains("CORS_ORIGINS"));

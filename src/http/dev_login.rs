@@ -104,7 +104,7 @@ async fn post_sign_in(State(st): State<AppState>, ApiJson(b): ApiJson<SignInBody
         tracing::warn!(error = %e, "development sign-in could not sign");
         ApiError::Internal
     })?;
-    st.chat.register_user(&Identity { user: user.clone() }).await?;
+    st.chat.register_user(&Identity { user: user.clone(), expires_at: None }).await?;
     Ok(success(StatusCode::OK, "signed in", SignedIn { token, expires_in_secs: DEV_TOKEN_TTL.as_secs(), user }))
 }
 

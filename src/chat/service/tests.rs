@@ -49,7 +49,10 @@ fn kit(messages_per_window: u32) -> Kit {
 }
 
 fn who(id: &str) -> Identity {
-    Identity { user: User { id: id.into(), name: id.into(), email: None, role: Role::Customer, avatar: None } }
+    Identity {
+        user: User { id: id.into(), name: id.into(), email: None, role: Role::Customer, avatar: None },
+        expires_at: None,
+    }
 }
 
 impl Kit {
