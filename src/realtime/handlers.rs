@@ -301,8 +301,8 @@ async fn on_mark_as_read<A: Adapter>(cx: Cx<A>, p: events::MarkAsRead) -> Result
 /// `mark_as_delivered`
 async fn on_mark_as_delivered<A: Adapter>(cx: Cx<A>, p: events::MarkAsDelivered) -> Result<DeliveredAck, ApiError> {
     record_conversation(&p.conversation_id);
-    let updated = cx.st.chat.mark_delivered(&cx.me, &p.conversation_id, p.up_to_seq).await?;
-    Ok(DeliveredAck { conversation_id: p.conversation_id, up_to_seq: p.up_to_seq, updated })
+    let r = cx.st.chat.mark_delivered(&cx.me, &p.conversation_id, p.up_to_seq).await?;
+    Ok(DeliveredAck { conversation_id: p.conversation_id, up_to_seq: r.up_to_seq, updated: r.updated })
 }
 
 /// `get_online_status`
