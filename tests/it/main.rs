@@ -10,6 +10,7 @@ mod abuse_rate;
 mod abuse_sync;
 mod cluster;
 mod durability;
+mod fanout;
 mod lifecycle;
 mod mongo_wire;
 mod redis_cluster;
