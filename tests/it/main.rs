@@ -13,6 +13,7 @@ mod durability;
 mod mongo_wire;
 mod redis_cluster;
 mod redis_keys;
+mod redis_leases;
 mod redis_sentinel;
 mod redis_tls;
 mod rest;
