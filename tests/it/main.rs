@@ -15,6 +15,7 @@ mod lifecycle;
 mod mongo_wire;
 mod redis_cluster;
 mod redis_keys;
+mod redis_leases;
 mod redis_sentinel;
 mod redis_tls;
 mod rest;
