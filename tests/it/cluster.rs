@@ -1,4 +1,4 @@
-//! Cluster mode (issue 3): several nodes and one real `redis-server` behave as one service.
+//! Cluster mode: several nodes and one real `redis-server` behave as one service.
 
 use std::time::Duration;
 

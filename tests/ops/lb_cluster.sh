@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The cluster behind the real nginx load balancer (issue 6).
+# The cluster behind the real nginx load balancer.
 #
 #   bash tests/ops/lb_cluster.sh        (from anywhere; KEEP_WORK=1 keeps the logs)
 #

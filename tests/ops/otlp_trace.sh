@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Traces over OTLP from a real node (issue 5).
+# Traces over OTLP from a real node.
 #
 #   bash tests/ops/otlp_trace.sh        (from anywhere; KEEP_WORK=1 keeps the logs)
 #
