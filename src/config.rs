@@ -98,6 +98,13 @@ pub struct TokenArgs {
     pub ttl: Duration,
 }
 
+/// `CHAT_FANOUT`: the cluster-mode fan-out (ignored without `REDIS_URL`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FanoutMode {
+    Targeted,
+    Adapter,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Pretty,
@@ -131,6 +138,11 @@ pub struct Config {
     /// PEM private key of `CHAT_REDIS_CERT_FILE`.
     #[arg(long, env = "CHAT_REDIS_KEY_FILE")]
     pub redis_key_file: Option<PathBuf>,
+    /// Cluster mode: how events reach other nodes (docs/redis.md). `targeted`: per-user sharded
+    /// channels, subscribed only by the nodes holding that user's sockets; `adapter`: the
+    /// Socket.IO Redis adapter's one channel, which every node receives.
+    #[arg(long, env = "CHAT_FANOUT", value_enum, default_value = "targeted")]
+    pub fanout: FanoutMode,
     /// Prefix of every Redis key and channel, so deployments can share one Redis.
     #[arg(long, env = "CHAT_REDIS_PREFIX", default_value = "jobsphere-chat")]
     pub redis_prefix: String,

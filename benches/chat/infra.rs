@@ -112,6 +112,15 @@ pub struct NodeProc {
     pid: u32,
 }
 
+/// `CHAT_RATE_LIMITS` that lifts every cost class besides messages and connects.
+fn no_cost_limits() -> String {
+    ["typing", "receipt", "presence", "sync", "join", "create", "read"]
+        .iter()
+        .map(|k| format!("{k}={NO_LIMIT}/1s"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 impl NodeProc {
     /// Starts a node sharing `data_dir` (one SQLite file) and, when given, Redis.
     pub async fn spawn(id: &str, data_dir: &Path, redis_url: Option<&str>, prefix: &str) -> Res<Self> {
@@ -128,6 +137,8 @@ impl NodeProc {
             .env("NODE_ID", id)
             .env("RATE_LIMIT_MESSAGES", NO_LIMIT)
             .env("RATE_LIMIT_CONNECTS", NO_LIMIT)
+            // Every other cost class too: a bench measures the server, not its budgets.
+            .env("CHAT_RATE_LIMITS", no_cost_limits())
             .env("CHAT_DRAIN_DELAY_SECS", "0")
             .env("CHAT_SHUTDOWN_GRACE_SECS", "5")
             .env("RUST_LOG", std::env::var("BENCH_NODE_LOG").unwrap_or_else(|_| "warn".into()))

@@ -16,7 +16,7 @@ use crate::{
         ChatService,
         service::{Backends, Settings},
     },
-    config::Config,
+    config::{Config, FanoutMode},
     coord::{
         Cache, PresenceBackend, RateLimiter, SharedBackend,
         cache::local::LocalCache,
@@ -114,13 +114,19 @@ async fn coordination(config: &Config, node_id: &str) -> anyhow::Result<Coordina
             })
         }
         Some(url) => {
-            let cluster =
+            let mut cluster =
                 Cluster::connect(url, &config.redis_tls(), &config.redis_prefix, node_id, config.presence_ttl())
                     .await
                     .context("connecting to Redis")?;
             let adapter = cluster.adapter().await.context("starting the Redis adapter")?;
             let (layer, io) = builder.with_adapter::<FredAdapter<_>>(adapter).build_layer();
-            let fanout = Arc::new(SocketIoFanout::new(io.clone()));
+            // Namespace-wide operations (close, local sockets) keep the adapter either way.
+            let fanout: Arc<dyn Fanout> = match config.fanout {
+                FanoutMode::Adapter => Arc::new(SocketIoFanout::new(io.clone())),
+                FanoutMode::Targeted => {
+                    Arc::new(cluster.targeted_fanout(io.clone()).await.context("starting the targeted fan-out")?)
+                }
+            };
             let socket_io: Mount = Box::new(move |state| {
                 Box::pin(async move {
                     realtime::register(&io, state.clone()).await.context("registering the namespace")?;

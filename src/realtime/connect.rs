@@ -7,7 +7,10 @@
 
 use socketioxide::{adapter::Adapter, extract::SocketRef};
 
-use crate::{auth::Identity, limits::MAX_SOCKETS_PER_USER, state::AppState, telemetry::metrics as m};
+use crate::{
+    auth::Identity, coord::fanout::socketio::user_room, limits::MAX_SOCKETS_PER_USER, state::AppState,
+    telemetry::metrics as m,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -78,7 +81,11 @@ async fn check<A: Adapter>(
     if let Err(e) = state.chat.register_user(&identity).await {
         tracing::warn!(error = %e, "user registration failed");
     }
+    // Subscribed to the user's events (awaited inside), then in the user's room, and only then
+    // is the client told it is connected (socketioxide sends `connect` after this middleware):
+    // nothing published after the client sees `connect` can miss this socket.
     state.chat.socket_connected(identity.id(), &s.id.to_string()).await;
+    s.join(user_room(identity.id()));
     s.extensions.insert(identity);
     Ok(())
 }

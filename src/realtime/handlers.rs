@@ -27,7 +27,7 @@ use crate::{
         responses::{ConversationAck, DeliveredAck, MessageBody, ReadResult, Statuses, SyncBody, TypingAck},
         service::{Origin, SendInput},
     },
-    coord::fanout::socketio::{conversation_room, user_room},
+    coord::fanout::socketio::conversation_room,
     error::ApiError,
     limits::{LimitKind, MAX_IN_FLIGHT_PER_SOCKET, MAX_ROOMS_PER_SOCKET},
     state::AppState,
@@ -196,14 +196,14 @@ fn record_conversation(id: &str) {
 }
 
 /// Runs synchronously when socketioxide calls the connect handler, so every event handler is
-/// in place before the socket's next packet is read. Presence was done by the middleware.
+/// in place before the socket's next packet is read. Presence, the fan-out subscription and the
+/// user room were done by the middleware.
 pub fn on_connect<A: Adapter>(state: &AppState, s: &SocketRef<A>) {
     let Some(me) = s.extensions.get::<Identity>() else {
         // Unreachable: the middleware inserts it; refuse rather than serve anonymously.
         let _ = s.clone().disconnect();
         return;
     };
-    s.join(user_room(me.id()));
     metrics::counter!(m::SOCKET_CONNECTS_TOTAL).increment(1);
     metrics::gauge!(m::SOCKET_CONNECTIONS).increment(1.0);
     register_events(s, state);
@@ -301,8 +301,8 @@ async fn on_mark_as_read<A: Adapter>(cx: Cx<A>, p: events::MarkAsRead) -> Result
 /// `mark_as_delivered`
 async fn on_mark_as_delivered<A: Adapter>(cx: Cx<A>, p: events::MarkAsDelivered) -> Result<DeliveredAck, ApiError> {
     record_conversation(&p.conversation_id);
-    let updated = cx.st.chat.mark_delivered(&cx.me, &p.conversation_id, p.up_to_seq).await?;
-    Ok(DeliveredAck { conversation_id: p.conversation_id, up_to_seq: p.up_to_seq, updated })
+    let r = cx.st.chat.mark_delivered(&cx.me, &p.conversation_id, p.up_to_seq).await?;
+    Ok(DeliveredAck { conversation_id: p.conversation_id, up_to_seq: r.up_to_seq, updated: r.updated })
 }
 
 /// `get_online_status`

@@ -94,6 +94,22 @@ pub struct ReadReceipt {
     pub updated: u64,
 }
 
+/// What `mark_delivered` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeliveryReceipt {
+    /// The requested seq clamped to the conversation's last seq (like `mark_read`), so a
+    /// receipt never covers a message that does not exist yet.
+    pub up_to_seq: i64,
+    /// Messages that became `delivered`; 0 means nothing changed and nobody is told.
+    pub updated: u64,
+}
+
+impl DeliveryReceipt {
+    pub fn changed(&self) -> bool {
+        self.updated > 0
+    }
+}
+
 /// Connection pool occupancy, for the `chat_db_pool_connections{state}` gauge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PoolStats {
@@ -145,8 +161,14 @@ pub trait Store: Send + Sync + 'static {
     /// Messages to `reader` up to `up_to_seq` (default: all) become `read`; recomputes the
     /// reader's unread count.
     async fn mark_read(&self, conversation_id: &str, reader: &str, up_to_seq: Option<i64>) -> StoreResult<ReadReceipt>;
-    /// Messages to `receiver` up to `up_to_seq` that are `sent` become `delivered`.
-    async fn mark_delivered(&self, conversation_id: &str, receiver: &str, up_to_seq: i64) -> StoreResult<u64>;
+    /// Messages to `receiver` up to `up_to_seq` (clamped to the last seq) that are `sent` become
+    /// `delivered`.
+    async fn mark_delivered(
+        &self,
+        conversation_id: &str,
+        receiver: &str,
+        up_to_seq: i64,
+    ) -> StoreResult<DeliveryReceipt>;
     /// Non-zero unread counts of a user: (conversationId, count).
     async fn unread_counts(&self, user: &str) -> StoreResult<Vec<(String, i64)>>;
 }

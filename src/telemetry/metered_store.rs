@@ -9,7 +9,10 @@ use tracing::{Instrument, info_span};
 use super::metrics::db_op;
 use crate::{
     chat::model::{Conversation, User},
-    store::{HistoryQuery, Inserted, ListCursor, NewMessage, Page, PoolStats, ReadReceipt, Store, StoreResult},
+    store::{
+        DeliveryReceipt, HistoryQuery, Inserted, ListCursor, NewMessage, Page, PoolStats, ReadReceipt, Store,
+        StoreResult,
+    },
 };
 
 pub struct MeteredStore(pub Arc<dyn Store>);
@@ -74,7 +77,7 @@ impl Store for MeteredStore {
     async fn mark_read(&self, id: &str, reader: &str, up_to: Option<i64>) -> StoreResult<ReadReceipt> {
         timed!(self, "mark_read", self.0.mark_read(id, reader, up_to))
     }
-    async fn mark_delivered(&self, id: &str, receiver: &str, up_to: i64) -> StoreResult<u64> {
+    async fn mark_delivered(&self, id: &str, receiver: &str, up_to: i64) -> StoreResult<DeliveryReceipt> {
         timed!(self, "mark_delivered", self.0.mark_delivered(id, receiver, up_to))
     }
     async fn unread_counts(&self, user: &str) -> StoreResult<Vec<(String, i64)>> {

@@ -20,6 +20,8 @@ pub const DB_POOL_CONNECTIONS: &str = "chat_db_pool_connections";
 pub const REDIS_COMMAND_DURATION_SECONDS: &str = "chat_redis_command_duration_seconds";
 pub const REDIS_ERRORS_TOTAL: &str = "chat_redis_errors_total";
 pub const REDIS_PUBSUB_LAGGED_TOTAL: &str = "chat_redis_pubsub_lagged_total";
+pub const REDIS_PUBSUB_RECEIVED_TOTAL: &str = "chat_redis_pubsub_received_total";
+pub const FANOUT_DROPPED_TOTAL: &str = "chat_fanout_dropped_total";
 pub const CACHE_REQUESTS_TOTAL: &str = "chat_cache_requests_total";
 pub const HTTP_REQUESTS_TOTAL: &str = "chat_http_requests_total";
 pub const HTTP_REQUEST_DURATION_SECONDS: &str = "chat_http_request_duration_seconds";
@@ -120,6 +122,10 @@ pub mod labels {
         "in_flight",
         "sockets_per_user",
     ];
+    /// `chat_fanout_dropped_total{reason}`: events of the targeted fan-out that reached this node
+    /// and no socket (`lagged`: the bounded receive queue was full; `decode`: not ours; `emit`:
+    /// the local emit failed) or could not subscribe (`subscriptions_full`).
+    pub const FANOUT_DROP_REASONS: &[&str] = &["lagged", "decode", "emit", "subscriptions_full"];
     /// `chat_cache_requests_total{cache}` (the `error` result is created at 0).
     pub const CACHES: &[&str] = &["conversations", "unread"];
     /// `chat_socket_transport_connections{transport}`.
@@ -156,6 +162,10 @@ pub fn register_zeros(events: &[&'static str], cluster: bool) {
         }
         metrics::counter!(REDIS_PUBSUB_LAGGED_TOTAL).absolute(0);
         metrics::counter!(REDIS_PUBSUB_PROBE_LOST_TOTAL).absolute(0);
+        metrics::counter!(REDIS_PUBSUB_RECEIVED_TOTAL).absolute(0);
+        for r in FANOUT_DROP_REASONS {
+            metrics::counter!(FANOUT_DROPPED_TOTAL, "reason" => *r).absolute(0);
+        }
     }
     for k in RATE_LIMIT_KINDS {
         metrics::counter!(RATE_LIMITED_TOTAL, "kind" => *k).absolute(0);

@@ -200,6 +200,8 @@ fn describe() {
     describe_histogram!(REDIS_COMMAND_DURATION_SECONDS, ::metrics::Unit::Seconds, "Redis command time by op");
     describe_counter!(REDIS_ERRORS_TOTAL, "Failed Redis commands by op");
     describe_counter!(REDIS_PUBSUB_LAGGED_TOTAL, "Pub/sub messages dropped because a receiver lagged");
+    describe_counter!(REDIS_PUBSUB_RECEIVED_TOTAL, "Targeted fan-out messages this node received from Redis");
+    describe_counter!(FANOUT_DROPPED_TOTAL, "Targeted fan-out events dropped on this node, by reason");
     describe_counter!(CACHE_REQUESTS_TOTAL, "Cache lookups by cache and result");
     describe_counter!(HTTP_REQUESTS_TOTAL, "HTTP requests by method, route and status");
     describe_histogram!(HTTP_REQUEST_DURATION_SECONDS, ::metrics::Unit::Seconds, "HTTP request time");

@@ -108,6 +108,22 @@ impl RedisServer {
         }
     }
 
+    /// SIGSTOP: Redis keeps its port open and answers nothing (a hung server, not a dead one).
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT after [`Self::pause`].
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("redis-server running").id().to_string();
+        let st = Command::new("kill").args([sig, &pid]).status().expect("kill");
+        assert!(st.success(), "kill {sig} {pid}");
+    }
+
     /// Starts Redis again on the same port (empty: nothing is persisted).
     pub async fn restart(&mut self) {
         self.stop().await;
@@ -138,8 +154,17 @@ async fn ping(port: u16) -> bool {
         && &buf == b"+PONG\r\n"
 }
 
-/// What nodes of one test share: a data dir (one SQLite file), a Mongo database name when
-/// `MONGODB_URI` is set, a Redis and a key prefix.
+/// The variable that puts every harness node on MongoDB, on purpose. A `MONGODB_URI` (or
+/// `REDIS_URL`, `JWT_SECRET`, `CHAT_*`) in the caller's shell changes nothing: nodes get exactly
+/// the arguments a test spells out.
+pub const TEST_MONGODB_URI: &str = "CHAT_TEST_MONGODB_URI";
+
+fn test_mongodb_uri() -> Option<String> {
+    std::env::var(TEST_MONGODB_URI).ok().filter(|u| !u.is_empty())
+}
+
+/// What nodes of one test share: a data dir (one SQLite file), a Mongo database name (used
+/// under [`TEST_MONGODB_URI`]), a Redis and a key prefix.
 pub struct Env {
     pub dir: TempDir,
     pub redis: Option<RedisServer>,
@@ -147,12 +172,12 @@ pub struct Env {
     pub mongo_db: String,
 }
 
-/// Under `MONGODB_URI` the nodes of this env wrote to `mongo_db`: drop it, so runs against a
-/// shared server leave nothing behind. A thread with its own runtime, since `Drop` is sync and
-/// may run inside a runtime.
+/// Under [`TEST_MONGODB_URI`] the nodes of this env wrote to `mongo_db`: drop it, so runs
+/// against a shared server leave nothing behind. A thread with its own runtime, since `Drop` is
+/// sync and may run inside a runtime.
 impl Drop for Env {
     fn drop(&mut self) {
-        let Some(uri) = std::env::var("MONGODB_URI").ok().filter(|u| !u.is_empty()) else { return };
+        let Some(uri) = test_mongodb_uri() else { return };
         let db = self.mongo_db.clone();
         let dropped = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
@@ -224,8 +249,8 @@ impl Env {
             a.push("--redis-url".into());
             a.push(r.url());
         }
-        // The one setting taken from the caller's environment on purpose: a run against MongoDB.
-        if let Some(uri) = std::env::var("MONGODB_URI").ok().filter(|u| !u.is_empty()) {
+        // The one setting taken from the environment, under a name no deployment uses.
+        if let Some(uri) = test_mongodb_uri() {
             a.push("--mongodb-uri".into());
             a.push(uri);
         }
@@ -247,8 +272,18 @@ impl Env {
     }
 
     pub async fn node_with(&self, node_id: &str, extra: &[&str]) -> Node {
+        self.node_without(node_id, &[], extra).await
+    }
+
+    /// Like [`Self::node_with`], without the default flags in `drop` (and their values).
+    pub async fn node_without(&self, node_id: &str, drop: &[&str], extra: &[&str]) -> Node {
         let mut argv = vec!["jobsphere-chat".to_owned()];
-        argv.extend(self.args(node_id, extra));
+        // Every argument is a `--flag value` pair (see `args`).
+        for p in self.args(node_id, extra).chunks(2) {
+            if !drop.contains(&p[0].as_str()) {
+                argv.extend(p.iter().cloned());
+            }
+        }
         // Nothing else from the environment: the node gets exactly these arguments.
         let config = jobsphere_chat::config::Config::from_args_only(&argv).expect("test config");
         Node::start(config).await
@@ -351,10 +386,22 @@ impl Proc {
         }
     }
 
+    /// SIGTERM without waiting (see [`Self::wait_exit`]).
+    pub fn term(&self) {
+        if let Some(c) = &self.child {
+            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+        }
+    }
+
     /// SIGTERM, then waits for exit (bounded); returns the exit status.
     pub async fn sigterm(&mut self) -> Option<std::process::ExitStatus> {
+        self.term();
+        self.wait_exit().await
+    }
+
+    /// Waits for the process to exit (bounded: SIGKILL after 30 s); returns the exit status.
+    pub async fn wait_exit(&mut self) -> Option<std::process::ExitStatus> {
         let mut c = self.child.take()?;
-        let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(Some(s)) = c.try_wait() {
@@ -559,6 +606,27 @@ impl Sock {
         }
     }
 
+    /// Waits for the next `name` event that satisfies `pred` and removes only that one: every
+    /// other event, of any name, stays for later counting.
+    pub async fn next_match(&self, name: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        {
+            let mut bl = self.backlog.lock().await;
+            if let Some(i) = bl.iter().position(|(n, v)| n == name && pred(v)) {
+                return bl.remove(i).1;
+            }
+        }
+        let mut rx = self.rx.lock().await;
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some((n, v))) if n == name && pred(&v) => return v,
+                Ok(Some(e)) => self.backlog.lock().await.push(e),
+                Ok(None) => panic!("socket closed while waiting for a matching {name}"),
+                Err(_) => panic!("timed out waiting for a matching {name}; got {:?}", self.backlog.lock().await),
+            }
+        }
+    }
+
     /// Waits for the next `name` event and returns its payload.
     pub async fn next(&self, name: &str) -> Value {
         self.next_of(&[name]).await.1
@@ -634,4 +702,37 @@ pub fn err_code(ack: &Value, code: &str) {
 /// The data dir of an `Env` (for processes restarted on the same files).
 pub fn path_of(dir: &TempDir) -> PathBuf {
     dir.path().to_owned()
+}
+
+/// The user every [`settle`] sentinel conversation is with; never connects, so it changes no
+/// one's presence.
+pub const SENTINEL_PEER: &str = "settle-sentinel-peer";
+
+/// A barrier through the fan-out path itself, for "exactly once" and "nothing received".
+///
+/// Call it once the event under test has been published (at least one recipient saw it, or a
+/// REST answer that follows the fan-out came back), with `origin` the node that published it
+/// and every socket to be counted afterwards with its user. Each user sends a sentinel message
+/// over REST on `origin` (to [`SENTINEL_PEER`], so no one's unread count moves) and `settle`
+/// returns once that sentinel reached every listed socket. The origin published the sentinel
+/// after the event, on the same path (locally, and on the same Redis channel in cluster mode),
+/// so a socket holds the event, or a late duplicate of it, before its sentinel. The test client
+/// hands each packet to its own task, so one ack round trip per socket after the sentinel lets
+/// a task spawned before the sentinel's finish. The sentinel itself is consumed; nothing else.
+pub async fn settle(origin: &str, socks: &[(&Sock, &str)]) {
+    let tag = unique("settle");
+    let mut users: Vec<&str> = socks.iter().map(|(_, u)| *u).collect();
+    users.sort_unstable();
+    users.dedup();
+    for u in users {
+        let api = Api::new(origin, u);
+        let conv = api.conversation_with(SENTINEL_PEER).await;
+        api.send(&conv, &tag).await;
+    }
+    for (s, _) in socks {
+        s.next_match("new_message", |v| v["message"]["content"] == tag.as_str()).await;
+    }
+    for (s, _) in socks {
+        ok(&s.ack("get_online_status", json!({ "userIds": [SENTINEL_PEER] })).await);
+    }
 }

@@ -362,7 +362,7 @@ async fn mongo_wire_commands_carry_the_deadline_and_the_enforced_concerns() {
     let store = store_on(&peer).await;
     let conv = ObjectId::new();
     peer.script("find", cursor(&doc! { "find": "conversations", "$db": "wire" }, vec![conversation(conv, 2)]));
-    assert_eq!(store.mark_delivered(&conv.to_hex(), "bob", 2).await.unwrap(), 1);
+    assert_eq!(store.mark_delivered(&conv.to_hex(), "bob", 2).await.unwrap().updated, 1);
     store.upsert_user(&user()).await.unwrap();
     peer.script("find", cursor(&doc! { "find": "conversations", "$db": "wire" }, vec![conversation(conv, 0)]));
     peer.script("findAndModify", doc! { "lastErrorObject": { "n": 1 }, "value": conversation(conv, 1), "ok": 1.0 });
@@ -644,8 +644,19 @@ async fn mongo_wire_an_unbuildable_unique_index_is_explained() {
     assert_eq!(lists, ["chat_conversations", "chat_messages"], "the prefix names every collection");
 }
 
-/// MongoDB unreachable (a closed port), then there: `unavailable` at first, then the store
-/// migrates itself and serves, with no restart.
+/// Something that is not MongoDB on `port`: accepts, answers a line of HTTP and hangs up.
+async fn not_mongo_on(port: u16) -> tokio::task::JoinHandle<()> {
+    let listener = TcpListener::bind(("127.0.0.1", port)).await.expect("bind the impostor");
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n").await;
+        }
+    })
+}
+
+/// MongoDB unreachable (a closed port, then an open port where something else answers), then
+/// there: `unavailable` each time at first, then the store migrates itself and serves, with no
+/// restart.
 #[tokio::test]
 async fn mongo_wire_unreachable_then_back() {
     let port = free_port();
@@ -654,6 +665,12 @@ async fn mongo_wire_unreachable_then_back() {
     assert_eq!(class(&store.migrate().await.unwrap_err()), "unavailable");
     assert_eq!(class(&store.ping().await.unwrap_err()), "unavailable");
     assert_eq!(class(&store.get_conversation(&ObjectId::new().to_hex()).await.unwrap_err()), "unavailable");
+
+    let impostor = not_mongo_on(port).await;
+    assert_eq!(class(&store.ping().await.unwrap_err()), "unavailable", "an open port that is not MongoDB");
+    assert_eq!(class(&store.get_conversation(&ObjectId::new().to_hex()).await.unwrap_err()), "unavailable");
+    impostor.abort();
+    let _ = impostor.await; // the listener is closed once the task is gone
 
     let peer = FakeMongo::start_on(port).await;
     let started = Instant::now();
@@ -672,7 +689,6 @@ async fn mongo_wire_unreachable_then_back() {
 /// A whole node started while MongoDB is down: up but not ready, ready once MongoDB answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mongo_wire_a_node_starts_not_ready_and_becomes_ready() {
-    use clap::Parser;
     let port = free_port();
     let dir = tempfile::tempdir().unwrap();
     let uri = uri_for(port, "");
@@ -689,7 +705,7 @@ async fn mongo_wire_a_node_starts_not_ready_and_becomes_ready() {
         "--drain-delay-secs",
         "0",
     ];
-    let config = jobsphere_chat::config::Cli::try_parse_from(argv).unwrap().config;
+    let config = jobsphere_chat::config::Config::from_args_only(argv).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -1324,6 +1324,28 @@ async fn sends_over_the_budget_are_429_with_retry_after() {
     node.stop().await.unwrap();
 }
 
+/// A client that waits the Retry-After it was given gets its send in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_after_retry_after_is_accepted() {
+    let env = Env::embedded();
+    let node = env.node_with("n1", &["--rate-limit-messages", "2", "--rate-limit-window-secs", "2"]).await;
+    let alice = Api::new(&node.base, "alice");
+    let conv = alice.conversation_with("bob").await;
+    for i in 0..2 {
+        alice.send(&conv, &format!("m{i}")).await;
+    }
+    let r = alice.post(&msgs_path(&conv), json!({ "content": "too soon" })).await;
+    assert_error(&r, 429, "rate_limited");
+    let ra = r.headers.get("retry-after").unwrap_or_else(|| panic!("Retry-After missing: {:?}", r.headers));
+    let secs: u64 = ra.to_str().unwrap().trim().parse().unwrap_or_else(|_| panic!("Retry-After not seconds: {ra:?}"));
+    assert!((1..=2).contains(&secs), "Retry-After {secs} for a 2 s window");
+    // The scenario: the client waits as told.
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let m = alice.send(&conv, "after Retry-After").await;
+    assert_eq!(m["seq"], 3, "{m}");
+    node.stop().await.unwrap();
+}
+
 // ---------------------------------------------------------------------------------------------
 // health
 

@@ -3,8 +3,8 @@
 //! Notes on the client (tf-rust-socketio): every incoming packet is dispatched as its own task,
 //! so the order in which events land in `Sock` is not the order the server sent them; and ack
 //! ids are random in 0..999, so one client never has two acks outstanding at once here.
-//! To prove a socket got NOTHING, [`barrier`] does ack round-trips on it after the intended
-//! recipients got their events: on one node an emit to it would have been queued before.
+//! To prove a socket got NOTHING (or nothing more), `harness::settle` sends a sentinel message
+//! through the same fan-out after the event under test and counts only once the sentinel is in.
 
 use std::{
     collections::{BTreeSet, HashSet},
@@ -31,15 +31,6 @@ fn mt_token(claims: Value, secret: &str) -> String {
 
 fn now_secs() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs()
-}
-
-/// Two ack round-trips on `s` (two, because the client dispatches each packet on its own task:
-/// the second round-trip leaves ample time for an event that arrived before the first ack).
-async fn barrier(s: &Sock) {
-    for _ in 0..2 {
-        let ack = s.ack("get_online_status", json!({ "userIds": ["barrier-probe"] })).await;
-        ok(&ack);
-    }
 }
 
 /// Waits for the next `name` event that satisfies `pred` (non-matching ones are consumed).
@@ -227,9 +218,7 @@ async fn send_message_acks_delivers_and_fans_out_exactly_once() {
         let nm = s.next("new_message").await;
         assert_eq!(nm["message"], msg, "new_message carries the stored message");
     }
-    for s in [&a1, &a2, &b1, &b2, &carol] {
-        barrier(s).await;
-    }
+    settle(&node.base, &[(&a1, "alice"), (&a2, "alice"), (&b1, "bob"), (&b2, "bob"), (&carol, "carol")]).await;
     // (`next` consumed the expected event: anything left is a duplicate)
     for (name, s) in [("a1", &a1), ("a2", &a2), ("b1", &b1), ("b2", &b2)] {
         assert_eq!(s.count("new_message").await, 0, "{name}: exactly one new_message");
@@ -246,7 +235,7 @@ async fn send_message_acks_delivers_and_fans_out_exactly_once() {
     for s in [&a1, &a2, &b1] {
         next_where(s, "new_message", |v| v["message"]["_id"] == reply["_id"]).await;
     }
-    barrier(&carol).await;
+    settle(&node.base, &[(&carol, "carol")]).await;
     assert_eq!(carol.count("new_message").await, 0);
     node.stop().await.unwrap();
 }
@@ -306,7 +295,7 @@ async fn concurrent_senders_get_gapless_unique_seqs() {
             assert!(got.insert(nm["message"]["_id"].as_str().expect("id").to_owned()), "{who}: duplicate {nm}");
         }
         assert_eq!(got, ids, "{who}: new_message for every message");
-        barrier(s).await;
+        settle(&node.base, &[(s, who)]).await;
         assert_eq!(s.count("new_message").await, 0, "{who}: each exactly once");
         assert_eq!(s.count("message_delivered").await, 0, "{who}: one message_delivered per send");
         assert_eq!(s.count("error").await, 0, "{who}: no error events");
@@ -340,8 +329,7 @@ async fn retried_client_message_id_is_deduplicated() {
     let of_first = |v: &Value| v["message"]["_id"] == first["_id"];
     let on_b = drain_until(&b, "new_message", is_bobs).await;
     let on_a = drain_until(&a, "new_message", is_bobs).await;
-    barrier(&b).await;
-    barrier(&a).await;
+    settle(&node.base, &[(&b, "bob"), (&a, "alice")]).await;
     let on_b = on_b.iter().filter(|v| of_first(v)).count() + count_where(&b, "new_message", of_first).await;
     let on_a = on_a.iter().filter(|v| of_first(v)).count() + count_where(&a, "new_message", of_first).await;
     assert_eq!(on_b, 0, "receiver got the retried message once (consumed above)");
@@ -365,7 +353,7 @@ async fn retried_client_message_id_is_deduplicated() {
     let got = b.next("new_message").await;
     assert_eq!(got["message"]["_id"], id.as_str());
     assert_eq!(got["message"]["seq"], 3);
-    barrier(&b).await;
+    settle(&node.base, &[(&b, "bob")]).await;
     assert_eq!(b.count("new_message").await, 0, "the raced message reached the receiver once");
     assert_eq!(history(&Api::new(&node.base, "bob"), &conv).await.len(), 3);
     node.stop().await.unwrap();
@@ -409,7 +397,7 @@ async fn non_participants_unknown_and_invalid_conversations_are_refused() {
         err_code(&ack, "validation");
     }
     // Nothing leaked to bob and nothing was stored.
-    barrier(&b).await;
+    settle(&node.base, &[(&b, "bob")]).await;
     assert_eq!(b.count("new_message").await, 0);
     assert_eq!(b.count("messages_read").await, 0);
     assert!(history(&Api::new(&node.base, "bob"), &conv).await.is_empty());
@@ -421,10 +409,28 @@ async fn non_participants_unknown_and_invalid_conversations_are_refused() {
 
 // ---------------------------------------------------------------- typing
 
+/// The typing expiry the typing tests inject (the default is 5 s).
+const TYPING_EXPIRY: Duration = Duration::from_millis(2000);
+/// How late an expiry may arrive and still count: scheduling and delivery on a loaded machine.
+/// Below the 5 s default, so a node that ignored the injected expiry fails.
+const TYPING_SLACK: Duration = Duration::from_millis(2500);
+
+async fn typing_node(env: &Env) -> Node {
+    env.node_with("n1", &["--typing-expiry-ms", &TYPING_EXPIRY.as_millis().to_string()]).await
+}
+
+/// `typing_start` sent at `sent` (before the emit, so the server's timer started later) ended
+/// by itself now: not before the expiry, and not long after it.
+fn assert_expired_in_time(sent: Instant, what: &str) {
+    let after = sent.elapsed();
+    assert!(after >= TYPING_EXPIRY, "{what}: expired after {after:?}, before the {TYPING_EXPIRY:?} expiry");
+    assert!(after <= TYPING_EXPIRY + TYPING_SLACK, "{what}: expired only after {after:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typing_reaches_only_the_other_sides_joined_sockets_and_expires() {
     let env = Env::embedded();
-    let node = env.node("n1").await;
+    let node = typing_node(&env).await;
     let conv = Api::new(&node.base, "alice").conversation_with("bob").await;
     let a1 = Sock::connect(&node.base, "alice").await;
     let a2 = Sock::connect(&node.base, "alice").await;
@@ -437,11 +443,10 @@ async fn typing_reaches_only_the_other_sides_joined_sockets_and_expires() {
     ok(&a1.ack("typing_start", json!({ "conversationId": conv })).await);
     let t = b1.next("user_typing").await;
     assert_eq!(t, json!({ "conversationId": conv, "userId": "alice", "isTyping": true }));
+    settle(&node.base, &[(&b2, "bob"), (&a1, "alice"), (&a2, "alice"), (&b1, "bob")]).await;
     for (name, s) in [("b2 (not joined)", &b2), ("a1 (own, joined)", &a1), ("a2 (own)", &a2)] {
-        barrier(s).await;
         assert_eq!(s.count("user_typing").await, 0, "{name} must not get user_typing");
     }
-    barrier(&b1).await;
     assert_eq!(b1.count("user_typing").await, 0, "exactly one user_typing per start");
 
     // stop
@@ -450,23 +455,22 @@ async fn typing_reaches_only_the_other_sides_joined_sockets_and_expires() {
     assert_eq!(t, json!({ "conversationId": conv, "userId": "alice", "isTyping": false }));
 
     // expiry: start and never stop
-    ok(&a2.ack("typing_start", json!({ "conversationId": conv })).await);
     let started = Instant::now();
+    ok(&a2.ack("typing_start", json!({ "conversationId": conv })).await);
     assert_eq!(b1.next("user_typing").await["isTyping"], true);
     let t = b1.next("user_typing").await;
-    let after = started.elapsed();
     assert_eq!(t, json!({ "conversationId": conv, "userId": "alice", "isTyping": false }), "typing expires by itself");
-    assert!(after >= Duration::from_secs(4), "expired too early: {after:?}");
-    barrier(&b2).await;
+    assert_expired_in_time(started, "a start never stopped");
+    settle(&node.base, &[(&b2, "bob")]).await;
     assert_eq!(b2.count("user_typing").await, 0);
 
     // leave: no more typing events for b1
     ok(&b1.ack("leave_conversation", json!({ "conversationId": conv })).await);
-    barrier(&b1).await;
+    settle(&node.base, &[(&b1, "bob")]).await;
     let before = b1.count("user_typing").await;
     ok(&a1.ack("typing_start", json!({ "conversationId": conv })).await);
     ok(&a1.ack("typing_stop", json!({ "conversationId": conv })).await);
-    barrier(&b1).await;
+    settle(&node.base, &[(&b1, "bob")]).await;
     assert_eq!(b1.count("user_typing").await, before, "a socket that left gets no typing events");
     // b2 joins now and gets them.
     join(&b2, &conv).await;
@@ -475,11 +479,11 @@ async fn typing_reaches_only_the_other_sides_joined_sockets_and_expires() {
     node.stop().await.unwrap();
 }
 
-/// start → stop → (user pauses) → start: the indicator must last ~5 s after the LATEST start.
+/// start → stop → (user pauses) → start: the indicator lasts the expiry after the LATEST start.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typing_expiry_counts_from_the_latest_start() {
     let env = Env::embedded();
-    let node = env.node("n1").await;
+    let node = typing_node(&env).await;
     let conv = Api::new(&node.base, "alice").conversation_with("bob").await;
     let a = Sock::connect(&node.base, "alice").await;
     let b = Sock::connect(&node.base, "bob").await;
@@ -491,14 +495,14 @@ async fn typing_expiry_counts_from_the_latest_start() {
     let mut got = [b.next("user_typing").await["isTyping"].clone(), b.next("user_typing").await["isTyping"].clone()];
     got.sort_by_key(|v| v == &json!(true));
     assert_eq!(got, [json!(false), json!(true)]);
-    // Not synchronisation: the scenario needs the user to pause before typing again.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    ok(&a.ack("typing_start", json!({ "conversationId": conv })).await);
+    // Not synchronisation: the scenario needs the user to pause (most of an expiry) before
+    // typing again, so that an expiry counted from the first start would show.
+    tokio::time::sleep(TYPING_EXPIRY * 6 / 10).await;
     let restarted = Instant::now();
+    ok(&a.ack("typing_start", json!({ "conversationId": conv })).await);
     assert_eq!(b.next("user_typing").await["isTyping"], true);
     assert_eq!(b.next("user_typing").await["isTyping"], false);
-    let lasted = restarted.elapsed();
-    assert!(lasted >= Duration::from_millis(4500), "typing from the second start expired after only {lasted:?}");
+    assert_expired_in_time(restarted, "typing from the second start");
     node.stop().await.unwrap();
 }
 
@@ -547,8 +551,8 @@ async fn mark_as_read_partial_then_all() {
         let ev = s.next("messages_read").await;
         assert_eq!(ev, json!({ "conversationId": conv, "readerId": "bob", "upToSeq": 3, "readAt": d["readAt"] }));
     }
+    settle(&node.base, &[(&a1, "alice"), (&a2, "alice"), (&b1, "bob"), (&b2, "bob")]).await;
     for s in [&a1, &a2, &b1, &b2] {
-        barrier(s).await;
         assert_eq!(s.count("messages_read").await, 0, "each socket got each messages_read once");
     }
     let unread = bob_api.get("/api/chat/unread").await;
@@ -580,11 +584,12 @@ async fn mark_as_delivered_notifies_the_sender() {
     assert_eq!(d["updated"], 2);
     for s in [&a1, &a2] {
         assert_eq!(s.next("messages_delivered").await, json!({ "conversationId": conv, "upToSeq": 2 }));
-        barrier(s).await;
+    }
+    settle(&node.base, &[(&a1, "alice"), (&a2, "alice"), (&b1, "bob"), (&b2, "bob")]).await;
+    for s in [&a1, &a2] {
         assert_eq!(s.count("messages_delivered").await, 0, "exactly once");
     }
     for (name, s) in [("b1", &b1), ("b2", &b2)] {
-        barrier(s).await;
         assert_eq!(s.count("messages_delivered").await, 0, "{name}: messages_delivered goes to the sender only");
     }
     let statuses: Vec<Value> = history(&alice_api, &conv).await.iter().map(|m| m["status"].clone()).collect();
@@ -592,9 +597,28 @@ async fn mark_as_delivered_notifies_the_sender() {
 
     // A read message is not downgraded to delivered.
     ok(&b1.ack("mark_as_read", json!({ "conversationId": conv, "upToSeq": 1 })).await);
-    ok(&b1.ack("mark_as_delivered", json!({ "conversationId": conv, "upToSeq": 3 })).await);
+    let d = ok(&b1.ack("mark_as_delivered", json!({ "conversationId": conv, "upToSeq": 3 })).await).clone();
+    assert_eq!((&d["upToSeq"], &d["updated"]), (&json!(3), &json!(1)), "{d}");
     let statuses: Vec<Value> = history(&alice_api, &conv).await.iter().map(|m| m["status"].clone()).collect();
     assert_eq!(statuses, vec![json!("read"), json!("delivered"), json!("delivered")]);
+    for s in [&a1, &a2] {
+        assert_eq!(s.next("messages_delivered").await, json!({ "conversationId": conv, "upToSeq": 3 }));
+    }
+
+    // Past the newest message: clamped to it, in the ack and in the event (like mark_as_read).
+    send(&a1, &conv, "m4", "d-4").await;
+    let d = ok(&b2.ack("mark_as_delivered", json!({ "conversationId": conv, "upToSeq": 1000 })).await).clone();
+    assert_eq!((&d["upToSeq"], &d["updated"]), (&json!(4), &json!(1)), "{d}");
+    for s in [&a1, &a2] {
+        assert_eq!(s.next("messages_delivered").await, json!({ "conversationId": conv, "upToSeq": 4 }));
+    }
+    // A receipt that changes nothing is acknowledged, and nobody is told.
+    let d = ok(&b1.ack("mark_as_delivered", json!({ "conversationId": conv, "upToSeq": 4 })).await).clone();
+    assert_eq!((&d["upToSeq"], &d["updated"]), (&json!(4), &json!(0)), "{d}");
+    settle(&node.base, &[(&a1, "alice"), (&a2, "alice"), (&b1, "bob"), (&b2, "bob")]).await;
+    for (name, s) in [("a1", &a1), ("a2", &a2), ("b1", &b1), ("b2", &b2)] {
+        assert_eq!(s.count("messages_delivered").await, 0, "{name}: a no-op receipt sends no messages_delivered");
+    }
     // upToSeq is required.
     assert_validation(&b1.ack("mark_as_delivered", json!({ "conversationId": conv })).await, "upToSeq");
     node.stop().await.unwrap();
@@ -652,8 +676,8 @@ async fn user_status_on_first_connect_and_last_disconnect() {
     }
     let a2 = Sock::connect(&node.base, "alice").await;
     ok(&a2.ack("get_online_status", json!({ "userIds": ["alice"] })).await);
+    settle(&node.base, &[(&b1, "bob"), (&b2, "bob")]).await;
     for s in [&b1, &b2] {
-        barrier(s).await;
         assert_eq!(count_where(s, "user_status", is_alice).await, 0, "a second socket is not a new online");
     }
     a1.disconnect().await;
@@ -663,8 +687,8 @@ async fn user_status_on_first_connect_and_last_disconnect() {
         assert_eq!(st["online"], false, "{st}");
         assert!(st["lastSeen"].as_str().is_some_and(|t| t.ends_with('Z')), "lastSeen set: {st}");
     }
+    settle(&node.base, &[(&b1, "bob"), (&b2, "bob"), (&carol, "carol")]).await;
     for s in [&b1, &b2, &carol] {
-        barrier(s).await;
         assert_eq!(count_where(s, "user_status", is_alice).await, 0, "exactly one offline, nothing else");
     }
     // carol shares no conversation with alice: never told.
@@ -867,7 +891,7 @@ async fn bad_input_gets_clear_errors_and_the_node_stays_healthy() {
     assert_eq!((e["code"].as_str(), e["event"].as_str()), (Some("not_found"), Some("mark_as_read")), "{e}");
 
     // Nothing was stored, bob saw nothing, and the same sockets still work.
-    barrier(&b).await;
+    settle(&node.base, &[(&b, "bob")]).await;
     assert_eq!(b.count("new_message").await, 0);
     let m = send(&a, &conv, "still fine", "ok-1").await;
     assert_eq!(m["seq"], 1, "no invalid input was stored");
@@ -921,5 +945,58 @@ async fn long_polling_client_sends_and_receives() {
     )
     .await;
     assert!(refused.as_ref().err().is_some_and(|e| e.contains("unauthorized")), "{:?}", refused.err());
+    node.stop().await.unwrap();
+}
+
+/// The 64 KiB packet cap, exactly at it and one byte over, on websocket and on long-polling. At
+/// the cap the packet is read (its content is then refused as too long, by an `error` event,
+/// and the socket stays); one byte over, the transport is closed. Nothing is stored, and the
+/// other side keeps chatting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_64_kib_packet_cap_at_and_just_over_the_boundary() {
+    const CAP: usize = 64 * 1024;
+    let env = Env::embedded();
+    let node = env.node("n1").await;
+    let conv = Api::new(&node.base, "alice").conversation_with("bob").await;
+    let b = Sock::connect(&node.base, "bob").await;
+    // The client frames an emit without ack as `42["send_message",{..}]`: pad the content so
+    // that the whole packet is `len` bytes.
+    let payload_of_len = |len: usize| {
+        let empty = json!({ "conversationId": conv, "content": "" });
+        let overhead = 2 + serde_json::to_string(&json!(["send_message", empty])).expect("json").len();
+        json!({ "conversationId": conv, "content": "x".repeat(len - overhead) })
+    };
+    for polling in [false, true] {
+        let transport = if polling { "long-polling" } else { "websocket" };
+        let opts = || SockOpts { auth: Some(json!({ "token": token("alice") })), polling, ..Default::default() };
+
+        let at = Sock::try_connect(&node.base, opts()).await.expect("connect");
+        at.emit("send_message", payload_of_len(CAP)).await;
+        let e = at.next("error").await;
+        assert_eq!(
+            (e["code"].as_str(), e["event"].as_str()),
+            (Some("validation"), Some("send_message")),
+            "{transport}, a packet of exactly 64 KiB is read: {e}"
+        );
+        ok(&at.ack("get_online_status", json!({ "userIds": ["bob"] })).await);
+        assert_eq!(at.count("close").await, 0, "{transport}: the socket at the cap stays connected");
+
+        let over = Sock::try_connect(&node.base, opts()).await.expect("connect");
+        let _ = over.client.emit("send_message", Payload::Text(vec![payload_of_len(CAP + 1)], None)).await;
+        let reason = over.next("close").await;
+        // (the client may report its own transport error; the server must not have read it)
+        let read = count_where(&over, "error", |v| v["event"] == "send_message").await;
+        assert_eq!(read, 0, "{transport}: one byte over is not read as an event: {:?}", over.received().await);
+        if !polling {
+            assert_eq!(reason, "transport close", "{transport}: one byte over closes the transport");
+        }
+
+        let m = send(&b, &conv, &format!("after the {transport} probes"), &format!("cap-{transport}")).await;
+        assert_eq!(history(&Api::new(&node.base, "bob"), &conv).await.len(), m["seq"].as_u64().unwrap_or(0) as usize);
+        assert!(
+            history(&Api::new(&node.base, "bob"), &conv).await.iter().all(|h| h["senderId"] == "bob"),
+            "nothing oversized stored"
+        );
+    }
     node.stop().await.unwrap();
 }

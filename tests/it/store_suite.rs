@@ -624,12 +624,14 @@ async fn case_mark_delivered(store: Arc<dyn Store>) {
     store.mark_read(&conv.id, "bob", Some(2)).await.unwrap();
     use MessageStatus::{Delivered, Read, Sent};
 
-    assert_eq!(store.mark_delivered(&conv.id, "bob", 4).await.unwrap(), 2, "only 3 and 4 were sent to bob");
+    assert_eq!(store.mark_delivered(&conv.id, "bob", 4).await.unwrap().updated, 2, "only 3 and 4 were sent to bob");
     let st = status_by_seq(&all_messages(&store, &conv.id).await);
     assert_eq!(st.values().copied().collect::<Vec<_>>(), [Read, Read, Delivered, Delivered, Sent, Sent]);
-    assert_eq!(store.mark_delivered(&conv.id, "bob", 4).await.unwrap(), 0, "already delivered");
-    assert_eq!(store.mark_delivered(&conv.id, "bob", 100).await.unwrap(), 1);
-    assert_eq!(store.mark_delivered(&conv.id, "alice", 6).await.unwrap(), 1);
+    let again = store.mark_delivered(&conv.id, "bob", 4).await.unwrap();
+    assert_eq!((again.updated, again.changed()), (0, false), "already delivered: nothing changed");
+    let past_the_end = store.mark_delivered(&conv.id, "bob", 100).await.unwrap();
+    assert_eq!((past_the_end.up_to_seq, past_the_end.updated), (6, 1), "clamped to the last seq");
+    assert_eq!(store.mark_delivered(&conv.id, "alice", 6).await.unwrap().updated, 1);
     let st = status_by_seq(&all_messages(&store, &conv.id).await);
     assert_eq!(st.values().copied().collect::<Vec<_>>(), [Read, Read, Delivered, Delivered, Delivered, Delivered]);
 
@@ -640,7 +642,7 @@ async fn case_mark_delivered(store: Arc<dyn Store>) {
 
     // Read wins over a late delivery receipt.
     store.mark_read(&conv.id, "bob", None).await.unwrap();
-    assert_eq!(store.mark_delivered(&conv.id, "bob", 6).await.unwrap(), 0);
+    assert_eq!(store.mark_delivered(&conv.id, "bob", 6).await.unwrap().updated, 0);
     let st = status_by_seq(&all_messages(&store, &conv.id).await);
     assert_eq!(st.values().copied().collect::<Vec<_>>(), [Read, Read, Read, Read, Delivered, Read]);
 
@@ -648,7 +650,8 @@ async fn case_mark_delivered(store: Arc<dyn Store>) {
     send(&store, &conv, "alice", "later").await;
     let st = status_by_seq(&all_messages(&store, &conv.id).await);
     assert_eq!(st.get(&7), Some(&Sent));
-    assert_eq!(store.mark_delivered(&conv.id, "bob", 100).await.unwrap(), 1);
+    let r = store.mark_delivered(&conv.id, "bob", 100).await.unwrap();
+    assert_eq!((r.up_to_seq, r.updated), (7, 1));
     let st = status_by_seq(&all_messages(&store, &conv.id).await);
     assert_eq!(st.get(&7), Some(&Delivered));
 }

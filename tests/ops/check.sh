@@ -2,10 +2,10 @@
 # Every tests/ops check, one after the other (each starts and stops its own processes on free
 # loopback ports):
 #   metrics_cluster.sh  3 nodes + Redis + Prometheus: the documented metrics, cardinality, every
-#                       dashboard/alert query in full mode (issue 5)
+#                       dashboard/alert query in full mode
 #   lb_cluster.sh       3 nodes behind nginx (the deploy template): websocket, polling, rolling
-#                       restart with the official socket.io-client (issue 6)
-#   otlp_trace.sh       OTLP/HTTP export: handler, store and Redis spans (issue 5)
+#                       restart with the official socket.io-client
+#   otlp_trace.sh       OTLP/HTTP export: handler, store and Redis spans
 #
 #   bash tests/ops/check.sh [metrics_cluster lb_cluster otlp_trace]
 #

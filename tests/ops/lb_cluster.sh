@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The cluster behind the real nginx load balancer (issue 6).
+# The cluster behind the real nginx load balancer.
 #
 #   bash tests/ops/lb_cluster.sh        (from anywhere; KEEP_WORK=1 keeps the logs)
 #
@@ -146,7 +146,9 @@ else
 fi
 # nginx: upstream errors are expected while a node is down (it retries the next one); no 5xx
 # may reach a client.
-if awk '$0 ~ /" 5[0-9][0-9] / && $0 !~ /readyz/' "$LBDIR/access.log" | grep -q .; then
+if [ ! -s "$LBDIR/access.log" ]; then
+    fail "no 5xx answered by nginx to a client: nginx's access log is missing or empty"
+elif awk '$0 ~ /" 5[0-9][0-9] / && $0 !~ /readyz/' "$LBDIR/access.log" | grep -q .; then
     awk '$0 ~ /" 5[0-9][0-9] / && $0 !~ /readyz/' "$LBDIR/access.log" | head -n 20 >"$WORK/5xx.out"
     fail "no 5xx answered by nginx to a client" "$WORK/5xx.out"
 else

@@ -79,7 +79,8 @@ check() {
 }
 
 # tally NAME CMD...: CMD prints `ok   x` / `FAIL x` / `info x` lines (details indented);
-# each ok/FAIL line is one check. A non-zero exit without a FAIL line is a failure too.
+# each ok/FAIL line is one check. A non-zero exit without a FAIL line is a failure too, and so
+# is a run that printed no ok/FAIL line at all.
 tally() {
     local name="$1" rc p f
     shift
@@ -92,6 +93,10 @@ tally() {
     sed -e '/^\(ok \|FAIL\|info\)/!s/^/     | /' "$WORK/tally.out" | sed -e "s/^\(ok  \|FAIL\|info\) /\1 [$name] /"
     if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
         fail "$name: exited $rc without reporting a failure"
+    fi
+    # A helper that checked nothing proved nothing (it crashed early, or its input was empty).
+    if [ "$((p + f))" -eq 0 ]; then
+        fail "$name: reported no checks at all" "$WORK/tally.out"
     fi
 }
 

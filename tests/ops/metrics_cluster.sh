@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Metrics of a real 3-node cluster, scraped by a real Prometheus (issue 5).
+# Metrics of a real 3-node cluster, scraped by a real Prometheus.
 #
 #   bash tests/ops/metrics_cluster.sh        (from anywhere; KEEP_WORK=1 keeps the logs)
 #

@@ -171,8 +171,8 @@ async function main() {
       ack(sock.spammer, "send_message", { conversationId: SD, content: `burst ${i}`, clientMessageId: `burst-${i}` })));
   const limited = burst.filter((r) => r.code === "rate_limited");
   const accepted = burst.filter(isOk);
-  expect(`a burst of ${burst.length} sends: at most ${RATE_LIMIT} accepted, the rest rate_limited with retryAfterMs`,
-    accepted.length <= RATE_LIMIT && limited.length >= 10 && limited.every((r) => r.retryAfterMs > 0) && accepted.length + limited.length === burst.length,
+  expect(`a burst of ${burst.length} sends: 1 to ${RATE_LIMIT} accepted, the rest rate_limited with retryAfterMs`,
+    accepted.length >= 1 && accepted.length <= RATE_LIMIT && limited.length >= 10 && limited.every((r) => r.retryAfterMs > 0) && accepted.length + limited.length === burst.length,
     { accepted: accepted.length, limited: limited.length, other: burst.filter((r) => !isOk(r) && r.code !== "rate_limited") });
   const r429 = await rest(n3, "POST", `/api/chat/conversations/${SD}/messages`, { token: tokens.spammer, body: { content: "more" } });
   expect("REST send over the shared limit on another node: 429 with Retry-After", r429.status === 429 && r429.headers.get("retry-after"), r429);
@@ -251,8 +251,9 @@ async function main() {
     ["get_online_status", sock.alice, "get_online_status", { userIds: [users.bob] }],
   ]) {
     const r = await ack(s, ev, payload, 15000);
-    if (r.status === "timeout") expect(`${name} while Redis is down answers (no hang)`, false, r);
-    else info(`${name} while Redis is down: ${r.status}${r.code ? " " + r.code : ""}`);
+    // The contract: an answer (no hang), and a failure only as `unavailable`.
+    expect(`${name} while Redis is down: success or error unavailable (no hang, no other error)`,
+      r.status === "success" || (r.status === "error" && r.code === "unavailable"), r);
   }
   // A default client (reconnection on) connecting now: reported, checked after the recovery.
   const late = sio.socket(n1, tokens.carol, { reconnection: true });
@@ -284,11 +285,11 @@ async function main() {
     fresh1.close();
     fresh2.close();
   }
-  if (!late.connected) {
-    const back = await waitFor(() => late.connected, 5000);
-    info(`the client refused during the outage is ${back ? "connected again" : "still disconnected 5 s after the recovery"} ` +
-      `(socket.active=${late.active}: socket.io-client does not retry after a namespace-level connect_error)`);
-  }
+  // A client that tried during the outage must end up connected: a namespace-level
+  // connect_error is final for socket.io-client, so a refusal there would strand it forever.
+  expect("the client that connected during the outage is connected after the recovery",
+    await waitFor(() => late.connected, 15000),
+    { active: late.active, connectErrors: late.events.filter(([n]) => n === "connect_error").map(([, m]) => m) });
   late.close();
   // A few more normal calls so that every rate() has fresh samples after the outage.
   for (const who of ["alice", "bob"]) await rest(n1, "GET", "/api/chat/conversations", { token: tokens[who] });

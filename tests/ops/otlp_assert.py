@@ -120,15 +120,13 @@ def main():
         if st:
             print(f"info REST trace {hs['trace_id']}: {chain(st, hs)}; http.status={hs['attributes'].get('http.status')}")
 
-    # ------------------------------------------------------------ Redis spans (reported)
+    # ------------------------------------------------------------ Redis spans (the contract)
     for kind, h in handler_traces:
         names = sorted({d["name"] for d in descendants(h)})
         redis = [d for d in descendants(h) if redisish(d)]
-        if redis:
-            print(f"ok   {kind} trace has Redis command spans: {sorted({(d['name'], d['attributes'].get('op')) for d in redis})}")
-        else:
-            print(f"info FINDING: {kind} trace has NO Redis spans (the contract: store and Redis calls as child spans); "
-                  f"its spans: {names}")
+        report(f"{kind} trace has Redis command spans (store and Redis calls are child spans)", bool(redis),
+               f"Redis spans: {sorted({(d['name'], d['attributes'].get('op')) for d in redis})}" if redis
+               else f"its spans: {names}")
     anywhere = [s for s in spans if redisish(s)]
     print(f"info Redis-looking spans anywhere in the export: {len(anywhere)}"
           + (f" {sorted({s['name'] for s in anywhere})}" if anywhere else ""))

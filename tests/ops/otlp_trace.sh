@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Traces over OTLP from a real node (issue 5).
+# Traces over OTLP from a real node.
 #
 #   bash tests/ops/otlp_trace.sh        (from anywhere; KEEP_WORK=1 keeps the logs)
 #
@@ -10,8 +10,8 @@
 # {endpoint}/v1/traces). tests/ops/otlp_client.cjs sends one message over Socket.IO and one over
 # REST (with a W3C traceparent); then SIGTERM, which flushes the batch exporter. Checks
 # (tests/ops/otlp_assert.py): the socket_event and http_request handler spans each with a child
-# `store` span, the traceparent continued, the resource attributes. Redis command spans are
-# looked for and REPORTED (an `info FINDING` line when missing), not failed.
+# `store` span, the traceparent continued, the resource attributes, and Redis command spans
+# under each handler span (a FAIL when missing).
 # Last line: `N passed, M failed`; exit 1 on any failure.
 # SC2016: bash -c snippets get their values as "$1".. on purpose; SC2317: functions called
 # indirectly (check/tally) and after `summary`.

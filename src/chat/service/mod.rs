@@ -92,6 +92,11 @@ pub struct ChatService {
     typing: typing::TypingStates,
 }
 
+/// Whether partners would see the same participant (the fields a conversation view shows).
+fn same_profile(a: &User, b: &User) -> bool {
+    a.name == b.name && a.avatar == b.avatar && a.role == b.role
+}
+
 /// Inserts into an in-process map that starts over when it holds `max` entries: a forgotten
 /// entry only costs one more store round trip.
 fn insert_bounded<V>(map: &DashMap<String, V>, max: usize, key: String, value: V) {
@@ -130,14 +135,31 @@ impl ChatService {
     }
 
     /// Registers or refreshes the caller's user record from its token claims.
+    ///
+    /// Read-your-writes for profiles: when the claims change what partners see (name, avatar,
+    /// role), every partner's cached views are invalidated before this returns, so once the
+    /// connect or request that carried the new token is answered, every node lists the new
+    /// profile.
     pub async fn register_user(&self, me: &Identity) -> Result<(), ApiError> {
-        if let Some(seen) = self.users_seen.get(me.id())
-            && seen.0 == me.user
-            && seen.1.elapsed() < USER_REFRESH
+        let seen = self.users_seen.get(me.id()).map(|s| (s.0.clone(), s.1.elapsed() < USER_REFRESH));
+        if let Some((user, fresh)) = &seen
+            && *user == me.user
+            && *fresh
         {
             return Ok(());
         }
+        // What partners' lists were built from: this node's last copy, or the store's.
+        let before = match seen {
+            Some((user, _)) => Some(user),
+            None => self.store.get_users(std::slice::from_ref(&me.user.id)).await?.pop(),
+        };
         self.store.upsert_user(&me.user).await?;
+        if before.is_none_or(|b| !same_profile(&b, &me.user)) {
+            let mut users = self.store.conversation_partners(me.id()).await?;
+            users.push(me.id().to_owned());
+            let users: Vec<&str> = users.iter().map(String::as_str).collect();
+            self.invalidate(&users).await?;
+        }
         // Forgetting only costs one more upsert per user.
         insert_bounded(&self.users_seen, USERS_SEEN_MAX, me.id().to_owned(), (me.user.clone(), Instant::now()));
         Ok(())

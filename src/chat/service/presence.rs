@@ -29,8 +29,10 @@ impl ChatService {
         })
     }
 
-    /// A socket of `user` connected here: update presence, tell partners if they came online.
+    /// A socket of `user` connected here: events to `user` reach this node first (the fan-out
+    /// subscribes), then presence, then partners are told if `user` came online.
     pub async fn socket_connected(&self, user: &str, socket: &str) {
+        self.fanout.attach(user, socket).await;
         match self.presence.socket_connected(user, socket).await {
             Ok(Transition::Online) => self.announce(user, true, None).await,
             Ok(_) => {}
@@ -44,6 +46,7 @@ impl ChatService {
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "presence update failed on disconnect"),
         }
+        self.fanout.detach(user, socket).await;
     }
 
     /// `user_status` to every socket of everyone who shares a conversation with `user`.
@@ -67,6 +70,7 @@ impl ChatService {
     /// by it (bounds how long a socket that closed in a race with its own connect is counted).
     pub async fn sweep_presence(&self) {
         let live = self.fanout.local_socket_ids();
+        self.fanout.retain(&live).await;
         for (user, t) in self.presence.sweep(&live).await {
             if let Transition::Offline(at) = t {
                 self.announce(&user, false, Some(at)).await;

@@ -13,7 +13,7 @@ use crate::{
     },
     error::ApiError,
     limits::LimitKind,
-    store::ReadReceipt,
+    store::{DeliveryReceipt, ReadReceipt},
 };
 
 impl ChatService {
@@ -44,19 +44,27 @@ impl ChatService {
 
     /// `mark_as_delivered`: my incoming messages up to `up_to_seq` become delivered.
     #[instrument(skip_all, fields(user_id = %me.id(), conversation_id = %conversation_id))]
-    pub async fn mark_delivered(&self, me: &Identity, conversation_id: &str, up_to_seq: i64) -> Result<u64, ApiError> {
+    /// `upToSeq` past the last message is clamped to it; a receipt that changed nothing (a
+    /// repeat, or only my own messages) tells nobody.
+    pub async fn mark_delivered(
+        &self,
+        me: &Identity,
+        conversation_id: &str,
+        up_to_seq: i64,
+    ) -> Result<DeliveryReceipt, ApiError> {
         if up_to_seq < 0 {
             return Err(ApiError::validation("upToSeq", "must be a non-negative integer"));
         }
         self.check_rate(LimitKind::Receipt, me.id()).await?;
         let participants = self.authorize(me.id(), conversation_id).await?;
-        let updated = self.store.mark_delivered(conversation_id, me.id(), up_to_seq).await?;
-        let sender = if participants[0] == me.id() { &participants[1] } else { &participants[0] };
-        if updated > 0 {
-            self.invalidate(&[&participants[0], &participants[1]]).await?;
+        let receipt = self.store.mark_delivered(conversation_id, me.id(), up_to_seq).await?;
+        if !receipt.changed() {
+            return Ok(receipt);
         }
-        let event = MessagesDelivered { conversation_id, up_to_seq };
+        let sender = if participants[0] == me.id() { &participants[1] } else { &participants[0] };
+        self.invalidate(&[&participants[0], &participants[1]]).await?;
+        let event = MessagesDelivered { conversation_id, up_to_seq: receipt.up_to_seq };
         let _ = self.publish(Audience::user(sender), &ServerEvent::MessagesDelivered(event)).await;
-        Ok(updated)
+        Ok(receipt)
     }
 }

@@ -2,8 +2,13 @@
 //! a typed [`ServerEvent`]; transports never emit domain events themselves.
 //!
 //! Backends: [`socketio`] over socketioxide's adapter, the local adapter in the embedded
-//! default and the Redis adapter (sharded pub/sub through [`crate::coord::redis`]) in cluster
-//! mode; [`memory`] records what was published, for unit tests of the domain.
+//! default and the Redis adapter (one channel every node receives) in cluster mode with
+//! `CHAT_FANOUT=adapter`; [`targeted`] (cluster mode's default) over per-user sharded channels
+//! that only the nodes holding the user's sockets subscribe to; [`memory`] records what was
+//! published, for unit tests of the domain.
+//!
+//! A backend that routes by user learns of sockets through [`Fanout::attach`] (awaited before
+//! the socket is told it is connected) and [`Fanout::detach`].
 
 use std::{collections::HashSet, time::Duration};
 
@@ -12,6 +17,7 @@ use async_trait::async_trait;
 pub mod event;
 pub mod memory;
 pub mod socketio;
+pub mod targeted;
 
 pub use event::ServerEvent;
 
@@ -40,6 +46,15 @@ pub struct FanoutError(pub String);
 pub trait Fanout: Send + Sync + 'static {
     /// Serializes `event` once and delivers it to every socket of `to`.
     async fn publish(&self, to: Audience, event: &ServerEvent<'_>) -> Result<(), FanoutError>;
+    /// A socket of `user` is connecting on this node. Once this returns, events to `user`
+    /// published anywhere reach this node (so it is awaited before the socket is told it is
+    /// connected). Failures are logged and counted by the backend, never refuse the socket.
+    async fn attach(&self, _user: &str, _socket: &str) {}
+    /// That socket left (idempotent).
+    async fn detach(&self, _user: &str, _socket: &str) {}
+    /// Forgets attached sockets that are not in `live` (sockets that closed without a
+    /// disconnect handler; see the presence sweep).
+    async fn retain(&self, _live: &HashSet<String>) {}
     /// Ids of the sockets connected to this node (for the presence sweep).
     fn local_socket_ids(&self) -> HashSet<String>;
     /// Sockets connected to this node by transport: (websocket, long-polling), for the gauges.

@@ -75,6 +75,32 @@ impl<A: Adapter> Fanout for SocketIoFanout<A> {
     }
 
     async fn close(&self, within: Duration) {
+        self.close_within(within).await
+    }
+}
+
+impl<A: Adapter> SocketIoFanout<A> {
+    /// Emits to the sockets of `room` on this node only (no adapter broadcast); nothing after
+    /// [`Fanout::close`].
+    pub async fn emit_local<T: ?Sized + serde::Serialize>(
+        &self,
+        room: String,
+        event: &str,
+        data: &T,
+    ) -> Result<(), FanoutError> {
+        let closed = self.closed.read().await;
+        if *closed {
+            return Err(FanoutError("node is shutting down".into()));
+        }
+        self.io.local().to(room).emit(event, data).await.map_err(|e| FanoutError(e.to_string()))
+    }
+
+    /// Whether [`Fanout::close`] has begun.
+    pub async fn is_closed(&self) -> bool {
+        *self.closed.read().await
+    }
+
+    async fn close_within(&self, within: Duration) {
         let fut = async {
             let mut closed = self.closed.write().await;
             *closed = true;

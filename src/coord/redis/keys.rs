@@ -13,8 +13,10 @@
 //! | `P:{nodes}:users:NODE` | set of users | nodes | `PEXPIRE` 10 × TTL, re-armed by refreshes; deleted by the reaper |
 //!
 //! Channels (sharded pub/sub, `SPUBLISH`/`SSUBSCRIBE`, so each lives on its slot's shard):
-//! `P:probe:NODE` (the pub/sub lag probe, see `telemetry::pubsub_lag`) and socketioxide's
-//! `P-socket.io-request#/#…` / `P-socket.io-response#/#…`.
+//! `P:ev:{u:USER}` (the user's events, subscribed by the nodes holding a socket of the user,
+//! see `coord::fanout::targeted`; in the user's slot), `P:probe:NODE` (the pub/sub lag probe,
+//! see `telemetry::pubsub_lag`) and socketioxide's `P-socket.io-request#/#…` /
+//! `P-socket.io-response#/#…`.
 //!
 //! The prefix `P` may not contain `{` or `}` (checked in `Config::validate`): it would move the
 //! hash tags.
@@ -54,6 +56,16 @@ pub fn node_users(p: &str, node: &str) -> String {
     format!("{p}:{{nodes}}:users:{node}")
 }
 
+/// The channel of one user's server events (`{u:…}` slot, with the user's keys).
+pub fn user_events(p: &str, user: &str) -> String {
+    format!("{p}:ev:{{u:{user}}}")
+}
+
+/// The user a [`user_events`] channel belongs to.
+pub fn user_of_events<'a>(p: &str, channel: &'a str) -> Option<&'a str> {
+    channel.strip_prefix(p)?.strip_prefix(":ev:{u:")?.strip_suffix('}')
+}
+
 /// The pub/sub lag probe channel of one node.
 pub fn probe_channel(p: &str, node: &str) -> String {
     format!("{p}:probe:{node}")
@@ -90,5 +102,15 @@ mod tests {
         assert_eq!(tag(&heartbeats("p")), tag(&node_users("p", "node-1")));
         assert_eq!(tag(&rate("p", "message", u)), u);
         assert_ne!(tag(&presence("p", "a")), tag(&presence("p", "b")));
+        assert_eq!(tag(&user_events("p", u)), tag(&presence("p", u)));
+    }
+
+    #[test]
+    fn a_user_events_channel_names_its_user() {
+        for u in ["bob", "auth0|a}b", ""] {
+            assert_eq!(user_of_events("p", &user_events("p", u)), Some(u));
+        }
+        assert_eq!(user_of_events("p", &probe_channel("p", "n")), None);
+        assert_eq!(user_of_events("q", &user_events("p", "bob")), None);
     }
 }

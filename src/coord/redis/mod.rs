@@ -1,6 +1,7 @@
 //! The Redis connection of cluster mode, shared by every Redis backend: one command client
-//! (presence, caches, rate limits) and one subscriber client for socketioxide's Redis adapter
-//! (sharded pub/sub, the transport of [`super::fanout`]).
+//! (presence, caches, rate limits, the targeted fan-out's `SPUBLISH`), one subscriber client for
+//! socketioxide's Redis adapter, and with `CHAT_FANOUT=targeted` one subscriber client for the
+//! per-user channels of [`super::fanout::targeted`] (all sharded pub/sub).
 //!
 //! fred defaults that lose messages silently are overridden here:
 //! RESP3 is forced (the adapter needs `SPUBLISH`), clients reconnect forever with backoff,
@@ -29,7 +30,10 @@ pub mod keys;
 
 pub use connect::{Target, TlsFiles, Topology, UrlError};
 
-use crate::coord::{Cache, CoordError, LimitKind, PresenceBackend, Quota, RateLimiter, SharedBackend};
+use crate::coord::{
+    Cache, CoordError, LimitKind, PresenceBackend, Quota, RateLimiter, SharedBackend,
+    fanout::{socketio::SocketIoFanout, targeted::TargetedFanout},
+};
 
 /// The one mapping of Redis failures: every one is an outage to the caller (retryable).
 impl From<fred::error::Error> for CoordError {
@@ -47,6 +51,9 @@ pub struct Cluster {
     subscriber: SubscriberClient,
     /// Subscriber of the pub/sub lag probe (its own connection, see `telemetry::pubsub_lag`).
     probe: SubscriberClient,
+    /// Subscriber of the per-user event channels (targeted fan-out only).
+    events: Option<SubscriberClient>,
+    builder: Arc<fred::prelude::Builder>,
     prefix: Arc<str>,
     node_id: Arc<str>,
     ttl: Duration,
@@ -70,7 +77,27 @@ impl Cluster {
         let probe_reconnects = probe.reconnect_rx();
         probe.init().await?;
         spawn_resubscriber(probe.clone(), probe_reconnects);
-        Ok(Self { client, subscriber, probe, prefix: prefix.into(), node_id: node_id.into(), ttl })
+        Ok(Self {
+            client,
+            subscriber,
+            probe,
+            events: None,
+            builder: Arc::new(b),
+            prefix: prefix.into(),
+            node_id: node_id.into(),
+            ttl,
+        })
+    }
+
+    /// The targeted fan-out over `io` (local emits) with its own subscriber connection, which
+    /// readiness then watches too.
+    pub async fn targeted_fanout<A: socketioxide::adapter::Adapter>(
+        &mut self,
+        io: socketioxide::SocketIo<A>,
+    ) -> anyhow::Result<TargetedFanout<A>> {
+        let events = self.builder.build_subscriber_client()?;
+        self.events = Some(events.clone());
+        TargetedFanout::start(SocketIoFanout::new(io), self.client.clone(), events, &self.prefix).await
     }
 
     /// The adapter constructor; also starts re-subscription after reconnects.
@@ -107,9 +134,11 @@ impl Cluster {
 
 #[async_trait::async_trait]
 impl SharedBackend for Cluster {
-    /// Both clients connected and Redis answering PING within `within`.
+    /// Every client connected (a fan-out subscriber that is down means this node's sockets miss
+    /// events) and Redis answering PING within `within`.
     async fn ping(&self, within: Duration) -> bool {
-        if !self.client.is_connected() || !self.subscriber.is_connected() {
+        let events_up = self.events.as_ref().is_none_or(|e| e.is_connected());
+        if !self.client.is_connected() || !self.subscriber.is_connected() || !events_up {
             return false;
         }
         let ping = self.client.ping::<String>(None);
@@ -119,6 +148,9 @@ impl SharedBackend for Cluster {
     async fn quit(&self) {
         let _ = tokio::time::timeout(Duration::from_secs(2), async {
             let _ = self.probe.quit().await;
+            if let Some(e) = &self.events {
+                let _ = e.quit().await;
+            }
             let _ = self.subscriber.quit().await;
             let _ = self.client.quit().await;
         })

@@ -159,7 +159,7 @@ use self::{
     pool::PoolMetrics,
     schema::{ConversationDoc, MessageDoc},
 };
-use super::{HistoryQuery, Inserted, ListCursor, NewMessage, Page, ReadReceipt, Store, StoreResult};
+use super::{DeliveryReceipt, HistoryQuery, Inserted, ListCursor, NewMessage, Page, ReadReceipt, Store, StoreResult};
 use crate::chat::model::{Conversation, User};
 
 /// Opens the MongoDB store: parses the URI, applies the defaults and the enforced concerns
@@ -303,7 +303,12 @@ impl Store for MongoStore {
         writes::mark_read(self, conversation_id, reader, up_to_seq).await
     }
 
-    async fn mark_delivered(&self, conversation_id: &str, receiver: &str, up_to_seq: i64) -> StoreResult<u64> {
+    async fn mark_delivered(
+        &self,
+        conversation_id: &str,
+        receiver: &str,
+        up_to_seq: i64,
+    ) -> StoreResult<DeliveryReceipt> {
         writes::mark_delivered(self, conversation_id, receiver, up_to_seq).await
     }
 

@@ -14,6 +14,7 @@ use bson::{Document, doc, oid::ObjectId};
 use futures::TryStreamExt;
 use mongodb::{
     Collection,
+    action::Find,
     error::{Error, ErrorKind, WriteConcernError, WriteError, WriteFailure},
     options::ReturnDocument,
 };
@@ -40,14 +41,23 @@ pub(super) async fn find<T>(coll: &Collection<T>, spec: FindSpec, deadline: Dura
 where
     T: DeserializeOwned + Send + Sync,
 {
-    let mut find = coll.find(spec.filter).sort(spec.sort).limit(spec.limit).max_time(deadline);
+    let mut find = coll.find(spec.filter).sort(spec.sort).limit(spec.limit);
     if let Some(skip) = spec.skip {
         find = find.skip(skip);
     }
     if let Some(projection) = spec.projection {
         find = find.projection(projection);
     }
-    find.await.map_err(map_err)?.try_collect().await.map_err(map_err)
+    collect(find, deadline).await
+}
+
+/// Runs a prepared find with the store deadline as its `maxTimeMS` and reads the whole cursor;
+/// a failure of either step is classified once, by [`map_err`].
+pub(super) async fn collect<T>(find: Find<'_, T>, deadline: Duration) -> StoreResult<Vec<T>>
+where
+    T: DeserializeOwned + Send + Sync,
+{
+    find.max_time(deadline).await.map_err(map_err)?.try_collect().await.map_err(map_err)
 }
 
 impl MongoStore {

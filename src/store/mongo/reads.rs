@@ -4,12 +4,11 @@
 use std::collections::HashMap;
 
 use bson::DateTime;
-use futures::TryStreamExt;
 
 use super::{
     MongoStore,
     errors::map_err,
-    ops::find,
+    ops::{collect, find},
     query::{self, FindSpec},
     schema::{ConversationDoc, MessageDoc, UnreadRow, parse_id},
 };
@@ -29,15 +28,7 @@ pub(super) async fn get_users(s: &MongoStore, ids: &[String]) -> StoreResult<Vec
         return Ok(Vec::new());
     }
     s.call(async {
-        let found: Vec<User> = s
-            .users
-            .find(query::users_by_ids(ids))
-            .max_time(s.deadline)
-            .await
-            .map_err(map_err)?
-            .try_collect()
-            .await
-            .map_err(map_err)?;
+        let found: Vec<User> = collect(s.users.find(query::users_by_ids(ids)), s.deadline).await?;
         let by_id: HashMap<&str, &User> = found.iter().map(|u| (u.id.as_str(), u)).collect();
         // In the order asked for, like the SQLite store.
         Ok(ids.iter().filter_map(|id| by_id.get(id.as_str()).map(|u| (*u).clone())).collect())
@@ -107,17 +98,9 @@ pub(super) async fn messages_after(
 
 pub(super) async fn unread_counts(s: &MongoStore, user: &str) -> StoreResult<Vec<(String, i64)>> {
     s.call(async {
-        let rows: Vec<UnreadRow> = s
-            .conversations
-            .clone_with_type::<UnreadRow>()
-            .find(query::unread_of(user))
-            .projection(query::unread_projection())
-            .max_time(s.deadline)
-            .await
-            .map_err(map_err)?
-            .try_collect()
-            .await
-            .map_err(map_err)?;
+        let unread = s.conversations.clone_with_type::<UnreadRow>();
+        let rows =
+            collect(unread.find(query::unread_of(user)).projection(query::unread_projection()), s.deadline).await?;
         Ok(rows
             .into_iter()
             .filter_map(|r| {

@@ -64,7 +64,7 @@ async fn invalid_ids_answer_like_unknown_ones_without_a_round_trip() {
         assert!(p.messages.is_empty() && !p.has_more);
         assert!(s.messages_after(bad, 0, 10).await.unwrap().messages.is_empty());
         assert!(matches!(s.mark_read(bad, "u", None).await, Err(StoreError::NotFound)));
-        assert_eq!(s.mark_delivered(bad, "u", 3).await.unwrap(), 0);
+        assert_eq!(s.mark_delivered(bad, "u", 3).await.unwrap().updated, 0);
         let cursor = ListCursor { updated_at_ms: 1, id: bad.to_owned() };
         assert!(matches!(s.list_conversations("u", 10, Some(&cursor)).await, Err(StoreError::NotFound)));
         let msg = NewMessage {

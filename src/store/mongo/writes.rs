@@ -14,7 +14,7 @@ use super::{
 };
 use crate::{
     chat::model::{Conversation, User, now},
-    store::{Inserted, NewMessage, ReadReceipt, StoreError, StoreResult, sorted_pair},
+    store::{DeliveryReceipt, Inserted, NewMessage, ReadReceipt, StoreError, StoreResult, sorted_pair},
     telemetry::metrics::DB_ERRORS_TOTAL,
 };
 
@@ -112,7 +112,7 @@ pub(super) async fn mark_delivered(
     conversation_id: &str,
     receiver: &str,
     up_to_seq: i64,
-) -> StoreResult<u64> {
-    let Some(id) = parse_id(conversation_id) else { return Ok(0) };
+) -> StoreResult<DeliveryReceipt> {
+    let Some(id) = parse_id(conversation_id) else { return Ok(DeliveryReceipt { up_to_seq: 0, updated: 0 }) };
     s.call(flow::mark_delivered(s, id, receiver, up_to_seq)).await
 }

@@ -38,8 +38,8 @@ use async_trait::async_trait;
 use deadpool_sqlite::Pool;
 
 use super::{
-    HistoryQuery, Inserted, ListCursor, NewMessage, Page, PoolStats, ReadReceipt, Store, StoreError, StoreResult,
-    sorted_pair,
+    DeliveryReceipt, HistoryQuery, Inserted, ListCursor, NewMessage, Page, PoolStats, ReadReceipt, Store, StoreError,
+    StoreResult, sorted_pair,
 };
 use crate::chat::model::{Conversation, User};
 use checkpoint::Checkpointer;
@@ -196,7 +196,12 @@ impl Store for SqliteStore {
         self.write(move |c| writes::mark_read(c, &id, &reader, up_to_seq)).await
     }
 
-    async fn mark_delivered(&self, conversation_id: &str, receiver: &str, up_to_seq: i64) -> StoreResult<u64> {
+    async fn mark_delivered(
+        &self,
+        conversation_id: &str,
+        receiver: &str,
+        up_to_seq: i64,
+    ) -> StoreResult<DeliveryReceipt> {
         let (id, receiver) = (conversation_id.to_owned(), receiver.to_owned());
         self.write(move |c| writes::mark_delivered(c, &id, &receiver, up_to_seq)).await
     }

@@ -173,7 +173,7 @@ mod tests {
         assert_eq!(old_index, 0);
 
         // Zero watermarks are a safe lower bound: receipts still see every older message.
-        assert_eq!(store.mark_delivered("c1", "bob", 1).await.unwrap(), 1);
+        assert_eq!(store.mark_delivered("c1", "bob", 1).await.unwrap().updated, 1);
         let r = store.mark_read("c1", "bob", None).await.unwrap();
         assert_eq!((r.up_to_seq, r.updated, r.unread_count), (3, 2, 0));
         assert_eq!(store.unread_counts("alice").await.unwrap(), vec![("c1".to_owned(), 1)]);

@@ -13,7 +13,7 @@ use super::{
 };
 use crate::{
     chat::model::{Conversation, Message, MessageStatus, User, new_id, now},
-    store::{Inserted, NewMessage, ReadReceipt, StoreError, StoreResult},
+    store::{DeliveryReceipt, Inserted, NewMessage, ReadReceipt, StoreError, StoreResult},
 };
 
 pub(super) fn upsert_user(c: &Connection, u: &User) -> StoreResult<()> {
@@ -152,7 +152,7 @@ pub(super) fn mark_read(c: &Connection, id: &str, reader: &str, up_to_seq: Optio
     Ok(ReadReceipt { up_to_seq: up, read_at: now(), unread_count: unread, updated: updated as u64 })
 }
 
-pub(super) fn mark_delivered(c: &Connection, id: &str, receiver: &str, up_to_seq: i64) -> StoreResult<u64> {
+pub(super) fn mark_delivered(c: &Connection, id: &str, receiver: &str, up_to_seq: i64) -> StoreResult<DeliveryReceipt> {
     let Some((last_seq, done_seq)): Option<(i64, i64)> = c
         .prepare_cached(
             "SELECT last_seq, CASE WHEN user_a = ?2 THEN MAX(read_seq_a, delivered_seq_a)
@@ -162,12 +162,12 @@ pub(super) fn mark_delivered(c: &Connection, id: &str, receiver: &str, up_to_seq
         .and_then(|mut s| s.query_row(params![id, receiver], |r| Ok((r.get(0)?, r.get(1)?))).optional())
         .map_err(map_err)?
     else {
-        return Ok(0);
+        return Ok(DeliveryReceipt { up_to_seq: 0, updated: 0 });
     };
     // Never past the newest message: a later one must not count as delivered already.
     let up = up_to_seq.min(last_seq);
     if up <= done_seq {
-        return Ok(0);
+        return Ok(DeliveryReceipt { up_to_seq: up, updated: 0 });
     }
     let updated = c
         .prepare_cached(
@@ -184,5 +184,5 @@ pub(super) fn mark_delivered(c: &Connection, id: &str, receiver: &str, up_to_seq
     )
     .and_then(|mut s| s.execute(params![id, receiver, up]))
     .map_err(map_err)?;
-    Ok(updated as u64)
+    Ok(DeliveryReceipt { up_to_seq: up, updated: updated as u64 })
 }

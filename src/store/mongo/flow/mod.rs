@@ -10,7 +10,7 @@ use bson::oid::ObjectId;
 use super::schema::{ConversationDoc, MessageDoc, parse_id};
 use crate::{
     chat::model::{MessageStatus, Timestamp},
-    store::{NewMessage, ReadReceipt, StoreError, StoreResult},
+    store::{DeliveryReceipt, NewMessage, ReadReceipt, StoreError, StoreResult},
 };
 
 /// Insert attempts before giving up. Each lost race means another message was stored, so only
@@ -228,14 +228,16 @@ pub(super) async fn mark_delivered<O: Ops + ?Sized>(
     conversation: ObjectId,
     receiver: &str,
     up_to: i64,
-) -> StoreResult<u64> {
-    let Some(mut conv) = ops.conversation(conversation).await? else { return Ok(0) };
+) -> StoreResult<DeliveryReceipt> {
+    let Some(mut conv) = ops.conversation(conversation).await? else {
+        return Ok(DeliveryReceipt { up_to_seq: 0, updated: 0 });
+    };
     if up_to > conv.last_seq {
         conv = catch_up(ops, conv, None).await?;
     }
     let up = up_to.min(conv.last_seq);
     if up < 1 {
-        return Ok(0);
+        return Ok(DeliveryReceipt { up_to_seq: up.max(0), updated: 0 });
     }
     let updated = ops.mark_messages_delivered(conversation, receiver, up).await?;
     let last_needs_it = conv
@@ -245,7 +247,7 @@ pub(super) async fn mark_delivered<O: Ops + ?Sized>(
     if last_needs_it {
         ops.mark_last_message_delivered(conversation, receiver, up).await?;
     }
-    Ok(updated)
+    Ok(DeliveryReceipt { up_to_seq: up, updated })
 }
 
 #[cfg(test)]

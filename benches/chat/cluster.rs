@@ -1,0 +1,40 @@
+//! The nodes (and Redis) one scenario runs against, and the CPU meter over all of them.
+
+use crate::infra::{CpuMeter, NodeProc, Redis, Res};
+
+pub struct Cluster {
+    _dir: tempfile::TempDir,
+    pub redis: Option<Redis>,
+    pub nodes: Vec<NodeProc>,
+}
+
+impl Cluster {
+    /// `n` nodes on one data dir (one SQLite file); with Redis when `n > 1`.
+    pub async fn start(n: usize) -> Res<Self> {
+        let dir = tempfile::tempdir()?;
+        let redis = if n > 1 { Some(Redis::start().await?) } else { None };
+        let prefix = format!("bench{}", std::process::id());
+        let mut nodes = Vec::new();
+        for i in 0..n {
+            nodes.push(
+                NodeProc::spawn(
+                    &format!("n{}", i + 1),
+                    dir.path(),
+                    redis.as_ref().map(|r| r.url()).as_deref(),
+                    &prefix,
+                )
+                .await?,
+            );
+        }
+        Ok(Self { _dir: dir, redis, nodes })
+    }
+
+    pub fn cpu_meter(&self) -> CpuMeter {
+        let mut groups =
+            vec![("loadgen", vec![std::process::id()]), ("nodes", self.nodes.iter().map(|n| n.pid()).collect())];
+        if let Some(r) = &self.redis {
+            groups.push(("redis", vec![r.pid()]));
+        }
+        CpuMeter::start(groups)
+    }
+}
