@@ -6,7 +6,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::harness::{Api, Sock, SockOpts, ok, token, unique};
+use crate::{
+    harness::{Api, Sock, SockOpts, ok, token, unique},
+    kit::rest,
+};
 
 /// Latency during an attack may be this many times the quiet one (plus [`SLACK`]): generous,
 /// because the attack competes for the same 2 shared cores; a node that stalls fails it anyway.
@@ -69,11 +72,7 @@ impl Bystanders {
 }
 
 pub async fn healthy(base: &str) {
-    let r = reqwest::Client::new()
-        .get(format!("{base}/healthz"))
-        .timeout(Duration::from_secs(5))
-        .send()
-        .await
-        .expect("healthz answers");
-    assert_eq!(r.status(), 200, "healthz");
+    let req = reqwest::Client::new().get(format!("{base}/healthz")).timeout(Duration::from_secs(5));
+    let r = rest::send(req).await.unwrap_or_else(|e| panic!("healthz answers: {e}"));
+    assert_eq!(r.status, 200, "healthz");
 }

@@ -17,7 +17,10 @@ use tokio::time::Instant;
 
 use crate::{
     harness::*,
-    redis_kit::{RedisCluster, cli, until},
+    kit::{
+        redis::{cli, until},
+        redis_ha::RedisCluster,
+    },
 };
 
 fn channel(env: &Env, user: &str) -> String {

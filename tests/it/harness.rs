@@ -1,24 +1,17 @@
 //! Test harness: real nodes (in-process on port 0, or real processes where a crash is needed),
-//! a real `redis-server` on a free port, real Socket.IO clients and an HTTP client.
+//! a real `redis-server` on a free port, real Socket.IO clients and an HTTP client. What the
+//! benches use too (ports, tokens, Redis, the node process, client calls) is in the shared kit;
+//! the names tests use are re-exported here.
 
 #![allow(dead_code)]
 
 use std::{
-    net::{SocketAddr, TcpListener as StdListener},
+    net::SocketAddr,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
-    time::Duration,
+    process::Stdio,
 };
 
 use futures::FutureExt;
-use jobsphere_chat::{
-    auth::Jwt,
-    chat::model::{Role, User},
-};
 use serde_json::{Value, json};
 use tempfile::TempDir;
 use tf_rust_socketio::{
@@ -26,132 +19,24 @@ use tf_rust_socketio::{
     asynchronous::{Client, ClientBuilder},
 };
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
     sync::{Mutex, mpsc, oneshot},
     task::JoinHandle,
 };
 
-pub const SECRET: &str = "integration-test-secret-0123456789abcdef";
-/// Upper bound for anything a test awaits; generous for a loaded 2-core CI machine.
-pub const WAIT: Duration = Duration::from_secs(15);
+pub use crate::kit::{
+    WAIT,
+    auth::{SECRET, jwt, token, user},
+    free_port,
+    node::NodeProcess as Proc,
+    redis::RedisServer,
+    rest::Resp,
+    unique,
+};
+use crate::kit::{node, rest, sio};
 
 /// Every budget out of the way (see `Env::args`).
-pub const UNLIMITED: &str = "typing=100000/10s,receipt=100000/10s,presence=100000/10s,sync=100000/10s,join=100000/10s,create=100000/10s,read=100000/10s";
-
-static COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// A name unique in this process and across processes (pid + counter).
-pub fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
-}
-
-pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
-}
-
-pub fn jwt() -> Jwt {
-    Jwt::from_secret(SECRET.as_bytes())
-}
-
-pub fn user(id: &str) -> User {
-    User { id: id.to_owned(), name: format!("User {id}"), email: None, role: Role::Customer, avatar: None }
-}
-
-pub fn token(id: &str) -> String {
-    jwt().sign(&user(id), Duration::from_secs(3600)).expect("sign")
-}
-
-/// A `redis-server` on a free loopback port, killed on drop. Needs Redis ≥ 7.
-pub struct RedisServer {
-    pub port: u16,
-    child: Option<Child>,
-    dir: TempDir,
-}
-
-impl RedisServer {
-    pub async fn start() -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut r = Self { port: free_port(), child: None, dir };
-        r.spawn().await;
-        r
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    async fn spawn(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed (the test command installs it)");
-        self.child = Some(child);
-        let deadline = tokio::time::Instant::now() + WAIT;
-        while tokio::time::Instant::now() < deadline {
-            if ping(self.port).await {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("redis-server did not answer PING on port {}", self.port);
-    }
-
-    /// Kills Redis (SIGKILL) and waits until the port is closed.
-    pub async fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// SIGSTOP: Redis keeps its port open and answers nothing (a hung server, not a dead one).
-    pub fn pause(&self) {
-        self.signal("-STOP");
-    }
-
-    /// SIGCONT after [`Self::pause`].
-    pub fn resume(&self) {
-        self.signal("-CONT");
-    }
-
-    fn signal(&self, sig: &str) {
-        let pid = self.child.as_ref().expect("redis-server running").id().to_string();
-        let st = Command::new("kill").args([sig, &pid]).status().expect("kill");
-        assert!(st.success(), "kill {sig} {pid}");
-    }
-
-    /// Starts Redis again on the same port (empty: nothing is persisted).
-    pub async fn restart(&mut self) {
-        self.stop().await;
-        self.spawn().await;
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-async fn ping(port: u16) -> bool {
-    let Ok(Ok(mut s)) =
-        tokio::time::timeout(Duration::from_millis(500), tokio::net::TcpStream::connect(("127.0.0.1", port))).await
-    else {
-        return false;
-    };
-    if s.write_all(b"PING\r\n").await.is_err() {
-        return false;
-    }
-    let mut buf = [0u8; 7];
-    matches!(tokio::time::timeout(Duration::from_millis(500), s.read_exact(&mut buf)).await, Ok(Ok(_)))
-        && &buf == b"+PONG\r\n"
+pub fn unlimited() -> String {
+    node::lifted_rate_limits("100000/10s")
 }
 
 /// The variable that puts every harness node on MongoDB, on purpose. A `MONGODB_URI` (or
@@ -243,7 +128,7 @@ impl Env {
             // Tests are not normal clients: they fire far more events per user than anyone types.
             // The abuse tests set the budget they exercise.
             "--rate-limits".into(),
-            UNLIMITED.into(),
+            unlimited(),
         ];
         if let Some(r) = &self.redis {
             a.push("--redis-url".into());
@@ -291,7 +176,14 @@ impl Env {
 
     /// A real `jobsphere-chat` process (for kill -9 and SIGTERM tests).
     pub async fn process(&self, node_id: &str, extra: &[&str]) -> Proc {
-        Proc::spawn(self.args(node_id, extra)).await
+        let launch = node::Launch {
+            bin: Path::new(node::NODE_BIN),
+            args: &self.args(node_id, extra),
+            env: &[],
+            stderr: Stdio::inherit(),
+            ready_within: WAIT,
+        };
+        Proc::spawn(launch).await.unwrap_or_else(|e| panic!("{e}"))
     }
 }
 
@@ -317,17 +209,7 @@ impl Node {
     }
 
     async fn wait_ready(&self) {
-        let http = reqwest::Client::new();
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
-            if let Ok(r) = http.get(format!("{}/readyz", self.base)).send().await
-                && r.status() == 200
-            {
-                return;
-            }
-            assert!(tokio::time::Instant::now() < deadline, "node {} never became ready", self.base);
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        node::wait_ready(&self.base, WAIT).await.unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// Graceful stop (the SIGTERM path); returns what `run` returned.
@@ -350,90 +232,12 @@ impl Drop for Node {
     }
 }
 
-/// A real node process on free ports.
-pub struct Proc {
-    pub port: u16,
-    pub base: String,
-    pub metrics_port: u16,
-    child: Option<Child>,
-}
-
-impl Proc {
-    pub async fn spawn(args: Vec<String>) -> Self {
-        let (port, metrics_port) = (free_port(), free_port());
-        // A clean environment: only what the node is meant to see.
-        let child = Command::new(env!("CARGO_BIN_EXE_jobsphere-chat"))
-            .env_clear()
-            .args(&args)
-            .env("CHAT_ADDR", format!("127.0.0.1:{port}"))
-            .env("CHAT_METRICS_ADDR", format!("127.0.0.1:{metrics_port}"))
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn node binary");
-        let p = Self { port, base: format!("http://127.0.0.1:{port}"), metrics_port, child: Some(child) };
-        let n = Node { addr: ([127, 0, 0, 1], port).into(), base: p.base.clone(), shutdown: None, handle: None };
-        n.wait_ready().await;
-        p
-    }
-
-    /// SIGKILL: no cleanup of any kind.
-    pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// SIGTERM without waiting (see [`Self::wait_exit`]).
-    pub fn term(&self) {
-        if let Some(c) = &self.child {
-            let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
-        }
-    }
-
-    /// SIGTERM, then waits for exit (bounded); returns the exit status.
-    pub async fn sigterm(&mut self) -> Option<std::process::ExitStatus> {
-        self.term();
-        self.wait_exit().await
-    }
-
-    /// Waits for the process to exit (bounded: SIGKILL after 30 s); returns the exit status.
-    pub async fn wait_exit(&mut self) -> Option<std::process::ExitStatus> {
-        let mut c = self.child.take()?;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(Some(s)) = c.try_wait() {
-                return Some(s);
-            }
-            if tokio::time::Instant::now() > deadline {
-                let _ = c.kill();
-                return c.wait().ok();
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
 /// REST client bound to one node and one user.
 #[derive(Clone)]
 pub struct Api {
     pub base: String,
     pub token: Option<String>,
     http: reqwest::Client,
-}
-
-pub struct Resp {
-    pub status: u16,
-    pub body: Value,
-    pub headers: reqwest::header::HeaderMap,
 }
 
 impl Api {
@@ -445,46 +249,31 @@ impl Api {
         Self { base: base.to_owned(), token, http: reqwest::Client::new() }
     }
 
-    pub async fn req(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Resp {
-        let mut r = self.http.request(method, format!("{}{}", self.base, path));
-        if let Some(t) = &self.token {
-            r = r.bearer_auth(t);
+    /// `method` on `path` as this client's user.
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let r = self.http.request(method, format!("{}{}", self.base, path));
+        match &self.token {
+            Some(t) => r.bearer_auth(t),
+            None => r,
         }
+    }
+
+    pub async fn req(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Resp {
+        let mut r = self.request(method, path);
         if let Some(b) = body {
             r = r.json(&b);
         }
-        let resp = r.send().await.expect("http request");
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let text = resp.text().await.unwrap_or_default();
-        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        Resp { status, body, headers }
+        rest::send(r).await.unwrap_or_else(|e| panic!("{e}"))
     }
 
     pub async fn raw(&self, method: reqwest::Method, path: &str, body: Vec<u8>) -> Resp {
-        let mut r =
-            self.http.request(method, format!("{}{}", self.base, path)).header("content-type", "application/json");
-        if let Some(t) = &self.token {
-            r = r.bearer_auth(t);
-        }
-        let resp = r.body(body).send().await.expect("http request");
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let text = resp.text().await.unwrap_or_default();
-        Resp { status, body: serde_json::from_str(&text).unwrap_or(Value::String(text)), headers }
+        let r = self.request(method, path).header("content-type", "application/json").body(body);
+        rest::send(r).await.unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// POST that returns `None` on a connection error (a node going away) instead of panicking.
     pub async fn try_post(&self, path: &str, body: Value) -> Option<Resp> {
-        let mut r = self.http.post(format!("{}{}", self.base, path)).json(&body);
-        if let Some(t) = &self.token {
-            r = r.bearer_auth(t);
-        }
-        let resp = r.send().await.ok()?;
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let text = resp.text().await.ok()?;
-        Some(Resp { status, body: serde_json::from_str(&text).unwrap_or(Value::String(text)), headers })
+        rest::send(self.request(reqwest::Method::POST, path).json(&body)).await.ok()
     }
 
     pub async fn get(&self, path: &str) -> Resp {
@@ -518,15 +307,6 @@ pub struct Sock {
     backlog: Mutex<Vec<(String, Value)>>,
 }
 
-fn first_value(p: &Payload) -> Value {
-    match p {
-        Payload::Text(v, _) => v.first().cloned().unwrap_or(Value::Null),
-        #[allow(deprecated)]
-        Payload::String(s, _) => serde_json::from_str(s).unwrap_or(Value::String(s.clone())),
-        Payload::Binary(_, _) => Value::Null,
-    }
-}
-
 #[derive(Default)]
 pub struct SockOpts {
     pub auth: Option<Value>,
@@ -552,7 +332,7 @@ impl Sock {
         };
         let push = |name: &'static str, tx: mpsc::UnboundedSender<(String, Value)>| {
             move |p: Payload, _c: Client| {
-                let _ = tx.send((name.to_owned(), first_value(&p)));
+                let _ = tx.send((name.to_owned(), sio::first_value(&p)));
                 async {}.boxed()
             }
         };
@@ -564,7 +344,7 @@ impl Sock {
             .on(Event::Error, push("error", tx.clone()))
             .on(Event::Close, push("close", tx.clone()))
             .on_any(move |e: Event, p: Payload, _c: Client| {
-                let _ = any_tx.send((e.as_str().to_owned(), first_value(&p)));
+                let _ = any_tx.send((e.as_str().to_owned(), sio::first_value(&p)));
                 async {}.boxed()
             });
         if opts.polling {
@@ -658,28 +438,12 @@ impl Sock {
 
     /// Emits with an ack and returns the ack payload.
     pub async fn ack(&self, event: &str, payload: Value) -> Value {
-        let (tx, rx) = oneshot::channel::<Value>();
-        let tx = Arc::new(std::sync::Mutex::new(Some(tx)));
-        self.client
-            .emit_with_ack(event, Payload::Text(vec![payload], None), WAIT, move |p: Payload, _c: Client| {
-                if let Some(tx) = tx.lock().ok().and_then(|mut t| t.take()) {
-                    // Ack args arrive as one array: `[data]`.
-                    let v = match first_value(&p) {
-                        Value::Array(mut a) if a.len() == 1 => a.remove(0),
-                        v => v,
-                    };
-                    let _ = tx.send(v);
-                }
-                async {}.boxed()
-            })
-            .await
-            .expect("emit");
-        tokio::time::timeout(WAIT, rx).await.unwrap_or_else(|_| panic!("no ack for {event}")).expect("ack dropped")
+        sio::emit_ack(&self.client, event, payload, WAIT).await.unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Emits without an ack.
     pub async fn emit(&self, event: &str, payload: Value) {
-        self.client.emit(event, Payload::Text(vec![payload], None)).await.expect("emit");
+        sio::emit(&self.client, event, payload).await.unwrap_or_else(|e| panic!("{e}"));
     }
 
     pub async fn disconnect(self) {

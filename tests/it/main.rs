@@ -1,8 +1,13 @@
 //! One integration binary: real nodes, real Redis, real Socket.IO clients (see `harness`).
 
+// The kit the benches share; not every helper is used here.
+#[allow(dead_code)]
+#[path = "../kit/mod.rs"]
+mod kit;
+
 mod abuse_kit;
+mod failover;
 mod harness;
-mod redis_kit;
 
 mod abuse_binary;
 mod abuse_connect;

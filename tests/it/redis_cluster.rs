@@ -3,8 +3,9 @@
 //! acknowledged message; fan-out, presence and rate limits resume by themselves.
 
 use crate::{
+    failover::stream_through_failover,
     harness::Env,
-    redis_kit::{RedisCluster, cli, stream_through_failover},
+    kit::{redis::cli, redis_ha::RedisCluster},
 };
 
 #[tokio::test]

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::{
     harness::{Api, Env, Sock, ok, unique},
-    redis_kit::cli,
+    kit::redis::cli,
 };
 
 /// Everything that writes to Redis: presence (connect, disconnect → last seen), messages

@@ -11,7 +11,7 @@ use jobsphere_chat::coord::{
     redis::{TlsFiles, connect},
 };
 
-use crate::{harness::RedisServer, redis_kit::cli};
+use crate::{harness::RedisServer, kit::redis::cli};
 
 async fn limiter(redis: &RedisServer, q: Quota) -> RedisRateLimiter {
     let client = connect::builder(&redis.url(), &TlsFiles::default()).expect("url").build().expect("client");

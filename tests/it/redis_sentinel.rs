@@ -3,8 +3,9 @@
 //! presence and rate limits resume by themselves on the new master.
 
 use crate::{
+    failover::stream_through_failover,
     harness::Env,
-    redis_kit::{Sentinel, cli, stream_through_failover},
+    kit::{redis::cli, redis_ha::Sentinel},
 };
 
 #[tokio::test]

@@ -5,7 +5,10 @@ use serde_json::json;
 
 use crate::{
     harness::{Env, Sock, WAIT, ok, unique},
-    redis_kit::{Pki, TlsRedis, cli},
+    kit::{
+        redis::cli,
+        redis_tls::{Pki, TlsRedis},
+    },
 };
 
 fn tls_args(url: &str, pki: &Pki) -> Vec<String> {
