@@ -8,6 +8,7 @@ mod kit;
 mod abuse_kit;
 mod failover;
 mod harness;
+mod sock;
 
 mod abuse_binary;
 mod abuse_connect;
