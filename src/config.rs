@@ -217,6 +217,20 @@ pub struct Config {
     /// On SIGTERM: the whole shutdown must finish within this many seconds.
     #[arg(long, env = "CHAT_SHUTDOWN_GRACE_SECS", default_value_t = 20)]
     pub shutdown_grace_secs: u64,
+    // ---- HTTP server bounds (src/http/server.rs, docs/operations.md) ----
+    /// A request head must arrive within this many seconds (slowloris).
+    #[arg(long, env = "CHAT_HEADER_READ_TIMEOUT_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub header_read_timeout_secs: u64,
+    /// A connection with no byte read for this many seconds is closed (keep-alive and
+    /// websockets; Socket.IO pings every 25 s keep live clients well inside it).
+    #[arg(long, env = "CHAT_IDLE_TIMEOUT_SECS", default_value_t = 90,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub idle_timeout_secs: u64,
+    /// Open TCP connections per node; one more is closed at once.
+    #[arg(long, env = "CHAT_MAX_CONNECTIONS", default_value_t = 50_000,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: u64,
     /// The built web client served at `/` (default: `web/dist`, when it holds an index.html).
     #[arg(long, env = "CHAT_WEB_DIR")]
     pub web_dir: Option<PathBuf>,
@@ -353,6 +367,15 @@ impl Config {
 
     pub fn connect_window(&self) -> Duration {
         Duration::from_secs(self.rate_limit_connect_window_secs)
+    }
+
+    /// The HTTP server's bounds.
+    pub fn http_limits(&self) -> crate::http::server::Limits {
+        crate::http::server::Limits {
+            header_read_timeout: Duration::from_secs(self.header_read_timeout_secs),
+            idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+            max_connections: self.max_connections as usize,
+        }
     }
 
     /// Every rate budget (defaults, `RATE_LIMIT_*`, then `CHAT_RATE_LIMITS`; checked by

@@ -1,0 +1,151 @@
+//! The HTTP server's bounds over raw TCP (a real client never trickles its headers or sits
+//! idle on purpose): header-read timeout, idle timeout, connection cap.
+
+use std::time::Duration;
+
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+    time::Instant,
+};
+
+use crate::harness::{Env, WAIT};
+
+const GET_HEALTHZ: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: chat\r\n\r\n";
+
+/// Reads one HTTP/1.1 response (head + `content-length` body); `None` if the server closed.
+async fn read_response(s: &mut TcpStream) -> Option<String> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + len {
+                return Some(String::from_utf8_lossy(&buf[..end]).into_owned());
+            }
+        }
+        match tokio::time::timeout(WAIT, s.read(&mut chunk)).await.expect("no answer in time") {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// Waits until the server closes `s` (a read returns 0 or fails); returns how long it took.
+async fn await_close(s: &mut TcpStream) -> Duration {
+    let start = Instant::now();
+    let mut chunk = [0u8; 1024];
+    loop {
+        match tokio::time::timeout(WAIT, s.read(&mut chunk)).await.expect("the server never closed the connection") {
+            Ok(0) | Err(_) => return start.elapsed(),
+            Ok(_) => {}
+        }
+    }
+}
+
+/// A connection that got one `200` for `/healthz` (retried while the cap refuses it, which
+/// happens while connections of the node's readiness check are still being torn down).
+async fn accepted(addr: std::net::SocketAddr) -> TcpStream {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut s = TcpStream::connect(addr).await.expect("connect");
+        s.write_all(GET_HEALTHZ).await.expect("write");
+        if let Some(head) = read_response(&mut s).await {
+            assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+            return s;
+        }
+        assert!(Instant::now() < deadline, "never accepted under the cap");
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Slowloris: a request head trickled one byte at a time is cut off once the header-read
+/// timeout passes, while other clients are served.
+#[tokio::test]
+async fn trickled_headers_are_cut_off_after_the_header_timeout() {
+    let env = Env::embedded();
+    let node = env.node_with("n1", &["--header-read-timeout-secs", "1"]).await;
+    let mut slow = TcpStream::connect(node.addr).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: chat\r\n").await.unwrap();
+    let (mut rd, mut wr) = slow.into_split();
+    // The attack itself: one header byte every 100 ms, never finishing the head.
+    let trickle = tokio::spawn(async move {
+        let start = Instant::now();
+        let mut i = 0u64;
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        loop {
+            tick.tick().await;
+            let byte = if i % 20 == 19 { b"\r\nX-Pad: ".as_slice() } else { b"a".as_slice() };
+            if wr.write_all(byte).await.is_err() {
+                return start.elapsed();
+            }
+            i += 1;
+        }
+    });
+    // Others are served meanwhile.
+    let mut other = accepted(node.addr).await;
+    assert!(!trickle.is_finished(), "the attack was cut off before others were served");
+    let start = Instant::now();
+    let mut chunk = [0u8; 256];
+    let read = tokio::time::timeout(WAIT, rd.read(&mut chunk)).await.expect("the trickled request was never cut off");
+    let n = read.unwrap_or(0);
+    assert!(!String::from_utf8_lossy(&chunk[..n]).starts_with("HTTP/1.1 200"), "a trickled head was answered");
+    let took = start.elapsed();
+    // hyper answers a timed-out head with nothing or a 408; either way the connection ends.
+    if n > 0 {
+        assert!(String::from_utf8_lossy(&chunk[..n]).starts_with("HTTP/1.1 408"), "{:?}", &chunk[..n]);
+    }
+    assert!(took >= Duration::from_millis(700), "closed before the timeout: {took:?}");
+    trickle.abort();
+    // The node still serves: a connection made during the attack got its answer, a new one too.
+    // (`other` itself is now past the same timeout between requests: hyper's header-read timer
+    // also bounds a keep-alive connection's wait for its next request head.)
+    let _ = await_close(&mut other).await;
+    let _fresh = accepted(node.addr).await;
+    node.stop().await.unwrap();
+}
+
+/// A keep-alive connection with nothing more to say is closed after the idle timeout.
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed() {
+    let env = Env::embedded();
+    let node = env.node_with("n1", &["--idle-timeout-secs", "1"]).await;
+    let mut s = accepted(node.addr).await;
+    let idle = await_close(&mut s).await;
+    assert!(idle >= Duration::from_millis(700), "closed before the idle timeout: {idle:?}");
+    // A connection that keeps talking is not idle: three requests spread over 1.5 s.
+    let mut busy = accepted(node.addr).await;
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        busy.write_all(GET_HEALTHZ).await.unwrap();
+        assert!(read_response(&mut busy).await.is_some(), "a talking connection was closed");
+    }
+    node.stop().await.unwrap();
+}
+
+/// With a cap of 2, a third connection is closed at once while the two others keep working.
+#[tokio::test]
+async fn the_connection_cap_refuses_one_more() {
+    let env = Env::embedded();
+    let node = env.node_with("n1", &["--max-connections", "2"]).await;
+    let mut a = accepted(node.addr).await;
+    let mut b = accepted(node.addr).await;
+    let mut c = TcpStream::connect(node.addr).await.unwrap();
+    let _ = c.write_all(GET_HEALTHZ).await;
+    let mut chunk = [0u8; 64];
+    let read = tokio::time::timeout(WAIT, c.read(&mut chunk)).await.expect("the over-cap connection stayed open");
+    assert!(matches!(read, Ok(0) | Err(_)), "the third connection was served: {read:?}");
+    for s in [&mut a, &mut b] {
+        s.write_all(GET_HEALTHZ).await.unwrap();
+        assert!(read_response(s).await.is_some_and(|h| h.starts_with("HTTP/1.1 200")), "a capped-in connection failed");
+    }
+    // A freed slot is taken again.
+    drop(a);
+    let _d = accepted(node.addr).await;
+    node.stop().await.unwrap();
+}
