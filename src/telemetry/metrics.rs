@@ -41,6 +41,7 @@ pub const TOKIO_GLOBAL_QUEUE_DEPTH: &str = "chat_tokio_global_queue_depth";
 pub const TOKIO_BUSY_RATIO: &str = "chat_tokio_worker_busy_ratio";
 pub const TOKIO_PARKS_TOTAL: &str = "chat_tokio_worker_parks_total";
 pub const HTTP_CONNECTIONS_CLOSED_TOTAL: &str = "chat_http_connections_closed_total";
+pub const SESSIONS_EXPIRED_TOTAL: &str = "chat_sessions_expired_total";
 
 /// Label values of the counters that are created at 0 when the node starts (see [`register_zeros`]).
 pub mod labels {
@@ -183,6 +184,7 @@ pub fn register_zeros(events: &[&'static str], cluster: bool) {
     for r in HTTP_CLOSE_REASONS {
         metrics::counter!(HTTP_CONNECTIONS_CLOSED_TOTAL, "reason" => *r).absolute(0);
     }
+    metrics::counter!(SESSIONS_EXPIRED_TOTAL).absolute(0);
     metrics::gauge!(SOCKET_CONNECTIONS).increment(0.0);
     metrics::gauge!(USERS_ONLINE).set(0.0);
 }

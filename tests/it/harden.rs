@@ -1,5 +1,6 @@
 //! The HTTP server's bounds over raw TCP (a real client never trickles its headers or sits
-//! idle on purpose): header-read timeout, idle timeout, connection cap.
+//! idle on purpose): header-read timeout, idle timeout, connection cap. Then session expiry:
+//! a socket whose token runs out is told and its transport closed.
 
 use std::time::Duration;
 
@@ -9,7 +10,9 @@ use tokio::{
     time::Instant,
 };
 
-use crate::harness::{Env, WAIT};
+use serde_json::json;
+
+use crate::harness::{Env, Sock, SockOpts, WAIT, jwt, ok, user};
 
 const GET_HEALTHZ: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: chat\r\n\r\n";
 
@@ -148,4 +151,53 @@ async fn the_connection_cap_refuses_one_more() {
     drop(a);
     let _d = accepted(node.addr).await;
     node.stop().await.unwrap();
+}
+
+/// A socket authenticated with a token that expires in about `ttl` (no leeway on the node).
+async fn short_lived(base: &str, id: &str, ttl: Duration, polling: bool) -> (Sock, u64) {
+    let token = jwt().sign(&user(id), ttl).expect("sign");
+    let exp = jobsphere_chat::auth::Jwt::from_secret(crate::harness::SECRET.as_bytes())
+        .verify(&token)
+        .expect("a fresh token")
+        .expires_at
+        .expect("exp");
+    let opts = SockOpts { auth: Some(json!({ "token": token })), polling, ..Default::default() };
+    (Sock::try_connect(base, opts).await.expect("connect"), exp)
+}
+
+/// Runs out a socket's token on `transport` and checks what it and a bystander see.
+async fn expiry_closes_the_transport(polling: bool) {
+    let env = Env::embedded();
+    let node = env.node_with("n1", &["--jwt-leeway-secs", "0"]).await;
+    let base = node.base.clone();
+    let bystander = Sock::connect(&base, "bystander").await;
+    let (sock, exp) = short_lived(&base, "shortlived", Duration::from_secs(2), polling).await;
+    // Told first, with the reason and when the token ran out; then the transport closes.
+    let (name, told) = sock.next_of(&["session_expired", "close"]).await;
+    assert_eq!(name, "session_expired", "closed before being told: {told}");
+    assert_eq!(told["reason"], "token_expired", "{told}");
+    let at = chrono::DateTime::parse_from_rfc3339(told["expiredAt"].as_str().expect("expiredAt")).expect("RFC 3339");
+    assert_eq!(at.timestamp() as u64, exp, "{told}");
+    assert!(jsonwebtoken::get_current_timestamp() > exp, "told before the token ran out");
+    let why = sock.next("close").await;
+    // A closed transport, which clients retry (a server `disconnect` would not be retried).
+    assert_ne!(why.as_str(), Some("io server disconnect"), "{why}");
+    if !polling {
+        assert_eq!(why.as_str(), Some("transport close"), "{why}");
+    }
+    // The bystander's session is untouched.
+    ok(&bystander.ack("get_online_status", json!({ "userIds": ["shortlived"] })).await);
+    assert_eq!(bystander.count("session_expired").await, 0);
+    assert_eq!(bystander.count("close").await, 0);
+    node.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn session_expiry_tells_then_closes_a_websocket() {
+    expiry_closes_the_transport(false).await;
+}
+
+#[tokio::test]
+async fn session_expiry_tells_then_closes_a_polling_session() {
+    expiry_closes_the_transport(true).await;
 }

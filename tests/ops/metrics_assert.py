@@ -46,6 +46,7 @@ CONTRACT = {
     "chat_http_request_duration_seconds": ["method", "route"],
     "chat_rate_limited_total": ["kind"],
     "chat_http_connections_closed_total": ["reason"],
+    "chat_sessions_expired_total": [],
     "chat_node_info": ["node", "version"],
     "process_cpu_seconds_total": [],
     "process_resident_memory_bytes": [],
