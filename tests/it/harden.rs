@@ -1,6 +1,7 @@
 //! The HTTP server's bounds over raw TCP (a real client never trickles its headers or sits
 //! idle on purpose): header-read timeout, idle timeout, connection cap. Then session expiry:
-//! a socket whose token runs out is told and its transport closed.
+//! a socket whose token runs out is told and its transport closed. And live delivery of a
+//! retried send.
 
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use tokio::{
 
 use serde_json::json;
 
-use crate::harness::{Env, Sock, SockOpts, WAIT, jwt, ok, user};
+use crate::harness::{Api, Env, Sock, SockOpts, WAIT, jwt, ok, user};
 
 const GET_HEALTHZ: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: chat\r\n\r\n";
 
@@ -200,4 +201,26 @@ async fn session_expiry_tells_then_closes_a_websocket() {
 #[tokio::test]
 async fn session_expiry_tells_then_closes_a_polling_session() {
     expiry_closes_the_transport(true).await;
+}
+
+/// A retry with the same clientMessageId (the client was told `unavailable`, or its ack was
+/// lost) is answered with the stored message and delivered again, so a first attempt that
+/// failed after its commit still reaches the recipient; clients dedupe by `_id`.
+#[tokio::test]
+async fn a_dedup_retry_is_delivered_again() {
+    let env = Env::embedded();
+    let node = env.node("n1").await;
+    let conv = Api::new(&node.base, "retrier").conversation_with("retried").await;
+    let alice = Sock::connect(&node.base, "retrier").await;
+    let bob = Sock::connect(&node.base, "retried").await;
+    let send = json!({ "conversationId": conv, "content": "once", "clientMessageId": "retry-1" });
+    let first = ok(&alice.ack("send_message", send.clone()).await)["message"].clone();
+    assert_eq!(alice.next("message_delivered").await["message"]["_id"], first["_id"]);
+    assert_eq!(bob.next("new_message").await["message"]["_id"], first["_id"]);
+    let again = ok(&alice.ack("send_message", send).await)["message"].clone();
+    assert_eq!((&again["_id"], &again["seq"]), (&first["_id"], &first["seq"]), "one stored message");
+    assert_eq!(alice.next("message_delivered").await["message"]["_id"], first["_id"]);
+    let redelivered = bob.next("new_message").await;
+    assert_eq!(redelivered["message"]["_id"], first["_id"], "{redelivered}");
+    node.stop().await.unwrap();
 }
