@@ -10,7 +10,9 @@
 //!
 //! Every connection's IO is wrapped in [`Guarded`], which also gives it a kill switch
 //! ([`ConnHandle`], in each request's extensions and in [`Connections`]): the drain closes
-//! connections one by one with it, and a socket whose token expired has its transport closed.
+//! the Socket.IO connections one by one with it, spread over its window
+//! ([`Connections::close_realtime_over`]), and a socket whose token expired has its transport
+//! closed.
 //! A killed connection reads as end-of-stream, so an upgraded websocket ends as
 //! `transport close`, which clients retry (a Socket.IO `disconnect` would not be retried).
 //! Closes are counted in `chat_http_connections_closed_total{reason}`.
@@ -99,6 +101,8 @@ struct Ctl {
     write_waker: AtomicWaker,
     /// The Engine.IO session (`sid`) of the last Socket.IO request on this connection.
     session: Mutex<Option<Arc<str>>>,
+    /// Whether it carried a Socket.IO request (a websocket, or polls): the drain closes these.
+    realtime: AtomicBool,
 }
 
 impl ConnHandle {
@@ -127,6 +131,17 @@ impl ConnHandle {
     pub fn session(&self) -> Option<Arc<str>> {
         self.0.session.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
+
+    /// Marks the connection as carrying Socket.IO (see [`Connections::close_realtime_over`]).
+    pub fn mark_realtime(&self) {
+        if !self.0.realtime.load(Ordering::Relaxed) {
+            self.0.realtime.store(true, Ordering::Relaxed);
+        }
+    }
+
+    pub fn is_realtime(&self) -> bool {
+        self.0.realtime.load(Ordering::Relaxed)
+    }
 }
 
 impl std::fmt::Debug for ConnHandle {
@@ -151,6 +166,7 @@ impl Connections {
             read_waker: AtomicWaker::new(),
             write_waker: AtomicWaker::new(),
             session: Mutex::new(None),
+            realtime: AtomicBool::new(false),
         }));
         self.lock().insert(id, h.clone());
         h
@@ -171,6 +187,38 @@ impl Connections {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The open connections that carried Socket.IO, oldest first.
+    pub fn realtime(&self) -> Vec<ConnHandle> {
+        let mut v: Vec<ConnHandle> = self.lock().values().filter(|c| c.is_realtime()).cloned().collect();
+        v.sort_unstable_by_key(|c| c.0.id);
+        v
+    }
+
+    /// Closes the Socket.IO connections open now one after the other, evenly over `window`
+    /// (the first at once, the last at about `window`), then any that began to carry
+    /// Socket.IO meanwhile. Each client sees `transport close` and reconnects (elsewhere, as
+    /// a draining node accepts nothing): spread out, a node's clients come back at about
+    /// `count / window` per second instead of all at once, which the connection throttle of
+    /// the other nodes (per user, or per address behind a NAT) lets through. Plain HTTP
+    /// connections are left to the server's graceful shutdown. Returns how many were closed.
+    pub async fn close_realtime_over(&self, window: Duration, reason: CloseReason) -> usize {
+        let conns = self.realtime();
+        let n = conns.len();
+        let start = Instant::now();
+        for (i, c) in conns.iter().enumerate() {
+            let at = start + window.mul_f64(i as f64 / n as f64);
+            if at > Instant::now() {
+                tokio::time::sleep_until(at).await;
+            }
+            c.close(reason);
+        }
+        let late: Vec<ConnHandle> = self.realtime().into_iter().filter(|c| !c.is_closed()).collect();
+        for c in &late {
+            c.close(reason);
+        }
+        n + late.len()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, ConnHandle>> {
@@ -213,13 +261,13 @@ pub async fn serve(
             tracing::debug!(error = %e, "TCP_NODELAY not set");
         }
         let handle = connections.open();
-        let guarded = Guarded::new(io, handle.clone(), limits.idle_timeout);
-        let svc = service(app.clone(), addr, handle.clone());
+        // The permit and the registry entry live as long as the IO: an upgraded websocket
+        // outlives hyper's connection task (which ends at the upgrade).
+        let guarded = Guarded::new(io, handle.clone(), limits.idle_timeout, permit, connections.clone());
+        let svc = service(app.clone(), addr, handle);
         let watcher = graceful.watcher();
         let builder = builder.clone();
-        let connections = connections.clone();
         tokio::spawn(async move {
-            let _permit = permit;
             let conn = builder.serve_connection_with_upgrades(TokioIo::new(guarded), svc);
             if let Err(e) = watcher.watch(conn).await {
                 if e.downcast_ref::<hyper::Error>().is_some_and(|e| e.is_timeout()) {
@@ -228,7 +276,6 @@ pub async fn serve(
                     tracing::debug!(error = %e, "HTTP connection ended with an error");
                 }
             }
-            connections.forget(&handle);
         });
     }
     drop(listener);
@@ -256,7 +303,9 @@ fn service(
     })
 }
 
-/// A connection's IO: ends it when killed, or when nothing was read for `idle`.
+/// A connection's IO: ends it when killed, or when nothing was read for `idle`. Holds the
+/// connection's place under the cap and in [`Connections`] until it is dropped (an upgraded
+/// websocket's IO lives as long as the websocket).
 pub struct Guarded {
     inner: CountingStream,
     handle: ConnHandle,
@@ -264,12 +313,21 @@ pub struct Guarded {
     last_read: Instant,
     /// Armed at `last_read + idle`; re-armed lazily when it fires after a later read.
     deadline: Pin<Box<Sleep>>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    registry: Arc<Connections>,
 }
 
 impl Guarded {
-    fn new(inner: CountingStream, handle: ConnHandle, idle: Duration) -> Self {
+    fn new(
+        inner: CountingStream,
+        handle: ConnHandle,
+        idle: Duration,
+        permit: tokio::sync::OwnedSemaphorePermit,
+        registry: Arc<Connections>,
+    ) -> Self {
         let now = Instant::now();
-        Self { inner, handle, idle, last_read: now, deadline: Box::pin(tokio::time::sleep_until(now + idle)) }
+        let deadline = Box::pin(tokio::time::sleep_until(now + idle));
+        Self { inner, handle, idle, last_read: now, deadline, _permit: permit, registry }
     }
 
     /// Whether the idle deadline passed (registers the timer otherwise).
@@ -284,6 +342,12 @@ impl Guarded {
             }
             self.deadline.as_mut().reset(due);
         }
+    }
+}
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        self.registry.forget(&self.handle);
     }
 }
 
@@ -365,6 +429,45 @@ mod tests {
         let all = [OverCapacity, HeaderTimeout, IdleTimeout, Drain, SessionExpired];
         let names: Vec<_> = all.iter().map(|r| r.as_str()).collect();
         assert_eq!(names, m::labels::HTTP_CLOSE_REASONS);
+    }
+
+    /// Drain closes spread over the window: at each tenth of it, about a tenth more are closed;
+    /// plain HTTP connections are not touched.
+    #[tokio::test(start_paused = true)]
+    async fn realtime_connections_are_closed_evenly_over_the_window() {
+        let c = Arc::new(Connections::default());
+        let sockets: Vec<ConnHandle> = (0..100).map(|_| c.open()).collect();
+        for h in &sockets {
+            h.mark_realtime();
+        }
+        let rest = c.open();
+        let window = Duration::from_secs(10);
+        let closer = tokio::spawn({
+            let c = c.clone();
+            async move { c.close_realtime_over(window, CloseReason::Drain).await }
+        });
+        let closed = || sockets.iter().filter(|h| h.is_closed()).count();
+        tokio::task::yield_now().await;
+        assert_eq!(closed(), 1, "the first at once");
+        for tenth in 1..10u32 {
+            tokio::time::sleep(window / 10).await;
+            let n = closed();
+            assert!((tenth as usize * 10..=tenth as usize * 10 + 1).contains(&n), "{n} closed after {tenth}/10 of it");
+        }
+        assert_eq!(closer.await.unwrap(), 100);
+        assert_eq!(closed(), 100);
+        assert!(!rest.is_closed(), "a plain HTTP connection is left to the graceful shutdown");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_zero_window_closes_every_realtime_connection_at_once() {
+        let c = Connections::default();
+        let hs: Vec<ConnHandle> = (0..5).map(|_| c.open()).collect();
+        hs.iter().for_each(ConnHandle::mark_realtime);
+        let t0 = Instant::now();
+        assert_eq!(c.close_realtime_over(Duration::ZERO, CloseReason::Drain).await, 5);
+        assert_eq!(t0.elapsed(), Duration::ZERO);
+        assert!(hs.iter().all(ConnHandle::is_closed));
     }
 
     #[test]

@@ -81,12 +81,16 @@ pub fn attach<A: Adapter>(router: Router, layer: socketioxide::layer::SocketIoLa
 /// Where socketioxide serves Socket.IO (its default `req_path`).
 pub const SOCKET_IO_PATH: &str = "/socket.io/";
 
-/// Tells the request's connection which Engine.IO session it carries, so that closing a
-/// session's transport (see [`expiry`]) finds the connections it moved to after its handshake.
+/// Marks the request's connection as carrying Socket.IO (the drain closes those) and tells it
+/// which Engine.IO session it carries, so that closing a session's transport (see [`expiry`])
+/// finds the connections it moved to after its handshake.
 fn tag_connection<B>(req: axum::http::Request<B>) -> axum::http::Request<B> {
-    if req.uri().path().starts_with(SOCKET_IO_PATH)
-        && let Some(conn) = req.extensions().get::<crate::http::server::ConnHandle>()
-        && let Some(query) = req.uri().query()
+    if !req.uri().path().starts_with(SOCKET_IO_PATH) {
+        return req;
+    }
+    let Some(conn) = req.extensions().get::<crate::http::server::ConnHandle>() else { return req };
+    conn.mark_realtime();
+    if let Some(query) = req.uri().query()
         && let Some((_, sid)) = form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "sid")
     {
         conn.set_session(&sid);

@@ -1,7 +1,8 @@
 //! The HTTP server's bounds over raw TCP (a real client never trickles its headers or sits
 //! idle on purpose): header-read timeout, idle timeout, connection cap. Then session expiry:
 //! a socket whose token runs out is told and its transport closed. And live delivery of a
-//! retried send.
+//! retried send, and of a send in flight when the drain starts; the drain's closes spread over
+//! its window.
 
 use std::time::Duration;
 
@@ -223,4 +224,80 @@ async fn a_dedup_retry_is_delivered_again() {
     let redelivered = bob.next("new_message").await;
     assert_eq!(redelivered["message"]["_id"], first["_id"], "{redelivered}");
     node.stop().await.unwrap();
+}
+
+/// A send still running when its node drains (here: waiting for the store's write turn, held
+/// by the test) is delivered: the drain closes the sender's transport, then waits for in-flight
+/// events before it closes the fan-out, so the recipient on the other node gets `new_message`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_send_in_flight_when_the_drain_starts_is_still_delivered() {
+    let env = Env::cluster().await;
+    let n1 = env.node("n1").await;
+    let n2 = env.node("n2").await;
+    let conv = Api::new(&n2.base, "drainer").conversation_with("drained").await;
+    let alice = Sock::connect(&n1.base, "drainer").await;
+    let bob = Sock::connect(&n2.base, "drained").await;
+
+    // The store's write turn (two flocks beside the SQLite file): a writer holds `queue` while
+    // it waits for `write`. Held here, n1's send stops before its commit.
+    let lock = |suffix: &str| {
+        let mut p = env.data_dir().join("chat.db").into_os_string();
+        p.push(suffix);
+        std::fs::File::options().write(true).open(p).expect("write-turn lock file")
+    };
+    let (write, queue) = (lock("-write.lock"), lock("-queue.lock"));
+    write.lock().expect("take the write turn");
+    let send = json!({ "conversationId": conv, "content": "in flight", "clientMessageId": "drain-1" });
+    alice.emit("send_message", send).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match queue.try_lock() {
+            Ok(()) => queue.unlock().expect("unlock"),
+            Err(std::fs::TryLockError::WouldBlock) => break, // the writer is waiting for its turn
+            Err(e) => panic!("queue lock: {e}"),
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the send never reached the store");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    let stopping = tokio::spawn(n1.stop());
+    let (name, why) = alice.next_of(&["close", "error"]).await;
+    assert_eq!((name.as_str(), why.as_str()), ("close", Some("transport close")), "{why}");
+    // The drain is past closing sockets and waits for the send: let it commit.
+    write.unlock().expect("release the write turn");
+    let got = bob.next("new_message").await;
+    assert_eq!(
+        (&got["message"]["content"], &got["message"]["clientMessageId"]),
+        (&json!("in flight"), &json!("drain-1"))
+    );
+    stopping.await.expect("drain task").expect("n1 stops cleanly");
+    n2.stop().await.unwrap();
+}
+
+/// The drain closes its sockets' transports one after the other over
+/// `CHAT_DRAIN_CLOSE_WINDOW_SECS`, not all at once: the clients' `transport close` times span at
+/// least half the window, and none comes after it (plus slack).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_drain_spreads_socket_closes_over_its_window() {
+    const WINDOW: Duration = Duration::from_secs(2);
+    let env = Env::embedded();
+    let node = env.node_with("n1", &["--drain-close-window-secs", "2"]).await;
+    let socks = futures::future::join_all((0..20).map(|i| {
+        let base = node.base.clone();
+        async move { Sock::connect(&base, &format!("spread-{i}")).await }
+    }))
+    .await;
+    let t0 = tokio::time::Instant::now();
+    let stopping = tokio::spawn(node.stop());
+    let closes = futures::future::join_all(socks.iter().map(|s| async move {
+        // (The Rust client may report the cut as an engine `error` first.)
+        let why = s.next("close").await;
+        assert_eq!(why.as_str(), Some("transport close"), "{why}");
+        t0.elapsed()
+    }))
+    .await;
+    let (first, last) = (closes.iter().min().copied().unwrap(), closes.iter().max().copied().unwrap());
+    assert!(last - first >= WINDOW / 2, "closes from {first:?} to {last:?}: not spread over {WINDOW:?}");
+    assert!(last <= WINDOW + Duration::from_secs(1), "the last close at {last:?}, after the window");
+    stopping.await.expect("drain task").expect("stops cleanly");
 }
