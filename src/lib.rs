@@ -34,7 +34,7 @@
 //! - [`error`]: the boundary error type and response envelopes.
 //! - [`limits`]: every bound a client can meet: rate budgets by cost class, caps per socket
 //!   and per user, the size of a `sync` answer.
-//! - [`in_flight`]: counts socket events still running, so the drain can wait for them.
+//! - [`in_flight`]: counts socket events and REST sends still running, so the drain can wait for them.
 //! - [`probe`]: `healthcheck` and `probe`, the commands that check a running node from outside.
 
 pub mod auth;

@@ -40,6 +40,8 @@ pub const TOKIO_ALIVE_TASKS: &str = "chat_tokio_alive_tasks";
 pub const TOKIO_GLOBAL_QUEUE_DEPTH: &str = "chat_tokio_global_queue_depth";
 pub const TOKIO_BUSY_RATIO: &str = "chat_tokio_worker_busy_ratio";
 pub const TOKIO_PARKS_TOTAL: &str = "chat_tokio_worker_parks_total";
+pub const HTTP_CONNECTIONS_CLOSED_TOTAL: &str = "chat_http_connections_closed_total";
+pub const SESSIONS_EXPIRED_TOTAL: &str = "chat_sessions_expired_total";
 
 /// Label values of the counters that are created at 0 when the node starts (see [`register_zeros`]).
 pub mod labels {
@@ -122,6 +124,9 @@ pub mod labels {
         "in_flight",
         "sockets_per_user",
     ];
+    /// `chat_http_connections_closed_total{reason}` (`crate::http::server::CloseReason`).
+    pub const HTTP_CLOSE_REASONS: &[&str] =
+        &["over_capacity", "header_timeout", "idle_timeout", "drain", "session_expired"];
     /// `chat_fanout_dropped_total{reason}`: events of the targeted fan-out that reached this node
     /// and no socket (`lagged`: the bounded receive queue was full; `decode`: not ours; `emit`:
     /// the local emit failed) or could not subscribe (`subscriptions_full`).
@@ -176,6 +181,10 @@ pub fn register_zeros(events: &[&'static str], cluster: bool) {
     for t in TRANSPORTS {
         metrics::gauge!(SOCKET_TRANSPORT_CONNECTIONS, "transport" => *t).set(0.0);
     }
+    for r in HTTP_CLOSE_REASONS {
+        metrics::counter!(HTTP_CONNECTIONS_CLOSED_TOTAL, "reason" => *r).absolute(0);
+    }
+    metrics::counter!(SESSIONS_EXPIRED_TOTAL).absolute(0);
     metrics::gauge!(SOCKET_CONNECTIONS).increment(0.0);
     metrics::gauge!(USERS_ONLINE).set(0.0);
 }

@@ -62,10 +62,12 @@ async function placed(name, user, base, transports) {
   return { name, user, s, node, transports, via: base === LB ? "lb" : "direct" };
 }
 
-function dupes(s) {
+// Messages received more than once by s, leaving out those whose clientMessageId was sent
+// again (a retry is delivered again, in case its first attempt failed after it was stored).
+function dupes(s, retried = new Set()) {
   const seen = new Map();
   for (const [n, p] of s.events) {
-    if (n !== "new_message") continue;
+    if (n !== "new_message" || retried.has(p.message.clientMessageId)) continue;
     seen.set(p.message._id, (seen.get(p.message._id) || 0) + 1);
   }
   return [...seen.entries()].filter(([, c]) => c > 1);
@@ -151,6 +153,7 @@ async function main() {
   await waitFor(() => streamer.connected, 15000);
   const acked = new Map(); // cmid -> message
   const attempts = { sent: 0, retries: 0, errors: {} };
+  const retried = new Set(); // clientMessageIds sent more than once
   let stop = false;
   const probe = [];
 
@@ -161,7 +164,10 @@ async function main() {
         if (attempt > 200) throw new Error(`${cmid}: no ack after 200 attempts`);
         if (!streamer.connected) await waitFor(() => streamer.connected, 60000, 50);
         attempts.sent += 1;
-        if (attempt > 0) attempts.retries += 1;
+        if (attempt > 0) {
+          attempts.retries += 1;
+          retried.add(cmid);
+        }
         const r = await ack(streamer, "send_message", { conversationId: RS, content: `rolling ${i}`, clientMessageId: cmid }, 5000);
         if (isOk(r)) {
           acked.set(cmid, r.data.message);
@@ -277,10 +283,10 @@ async function main() {
   const unacked = hist.filter((m) => !acked.has(m.clientMessageId));
   info(`${unacked.length} stored messages of the stream had no ack (sender stopped before retrying)`);
 
-  // Per socket: never the same message twice, even across reconnects.
-  const twice = sockets.filter(([, s]) => dupes(s).length > 0);
-  expect("no socket received any new_message twice, reconnects included", twice.length === 0,
-    twice.map(([n, s]) => [n, dupes(s).slice(0, 3)]));
+  // Per socket: never the same message twice, even across reconnects, unless it was sent twice.
+  const twice = sockets.filter(([, s]) => dupes(s, retried).length > 0);
+  expect(`no socket received any new_message twice, reconnects included (${retried.size} retried sends left out: ` +
+    "a retry is delivered again)", twice.length === 0, twice.map(([n, s]) => [n, dupes(s, retried).slice(0, 3)]));
 
   // Recovery with sync: what bob's sockets missed while away is returned by `sync`.
   for (const c of all.filter((x) => x.user === "bob" && x.s.connected)) {

@@ -45,6 +45,8 @@ CONTRACT = {
     "chat_http_requests_total": ["method", "route", "status"],
     "chat_http_request_duration_seconds": ["method", "route"],
     "chat_rate_limited_total": ["kind"],
+    "chat_http_connections_closed_total": ["reason"],
+    "chat_sessions_expired_total": [],
     "chat_node_info": ["node", "version"],
     "process_cpu_seconds_total": [],
     "process_resident_memory_bytes": [],
