@@ -175,9 +175,10 @@ async function main() {
         }
         const code = r.code || r.status;
         attempts.errors[code] = (attempts.errors[code] || 0) + 1;
+        // Backoff before the retry (pacing, not synchronisation: the retry is the check).
         await sleep(r.code === "rate_limited" ? r.retryAfterMs || 200 : 200);
       }
-      await sleep(50);
+      await sleep(50); // pacing: about 20 messages a second through the roll
     }
   })();
 
@@ -191,14 +192,18 @@ async function main() {
       const s = sio.socket(base, tokens.carol, { transports: ["websocket"], reconnection: true });
       s.probeVia = base === LB ? "nginx" : "direct";
       probe.push(s);
-      await sleep(60);
+      await sleep(60); // pacing: the fresh clients spread over the drain delay
     }
   })();
 
+  // The roll starts once the stream runs (its first acks), and the stream stops once it has
+  // been acked again after the roll (through the restarted nodes).
+  expect("the stream runs before the roll (10 messages acked through nginx)", await waitFor(() => acked.size >= 10, 30000), acked.size);
   console.log("gate roll");
   const rolled = await waitFor(() => gateOpen("roll"), 240000, 100);
   expect("the rolling restart finished", rolled);
-  await sleep(1000);
+  const atRoll = acked.size;
+  expect("the stream is acked again after the roll (10 more messages)", await waitFor(() => acked.size >= atRoll + 10, 30000), acked.size - atRoll);
   stop = true;
   try {
     await stream;
