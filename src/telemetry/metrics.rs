@@ -21,6 +21,7 @@ pub const REDIS_COMMAND_DURATION_SECONDS: &str = "chat_redis_command_duration_se
 pub const REDIS_ERRORS_TOTAL: &str = "chat_redis_errors_total";
 pub const REDIS_PUBSUB_LAGGED_TOTAL: &str = "chat_redis_pubsub_lagged_total";
 pub const REDIS_PUBSUB_RECEIVED_TOTAL: &str = "chat_redis_pubsub_received_total";
+pub const REDIS_ADAPTER_RECEIVED_TOTAL: &str = "chat_redis_adapter_received_total";
 pub const FANOUT_DROPPED_TOTAL: &str = "chat_fanout_dropped_total";
 pub const CACHE_REQUESTS_TOTAL: &str = "chat_cache_requests_total";
 pub const HTTP_REQUESTS_TOTAL: &str = "chat_http_requests_total";
@@ -168,6 +169,7 @@ pub fn register_zeros(events: &[&'static str], cluster: bool) {
         metrics::counter!(REDIS_PUBSUB_LAGGED_TOTAL).absolute(0);
         metrics::counter!(REDIS_PUBSUB_PROBE_LOST_TOTAL).absolute(0);
         metrics::counter!(REDIS_PUBSUB_RECEIVED_TOTAL).absolute(0);
+        metrics::counter!(REDIS_ADAPTER_RECEIVED_TOTAL).absolute(0);
         for r in FANOUT_DROP_REASONS {
             metrics::counter!(FANOUT_DROPPED_TOTAL, "reason" => *r).absolute(0);
         }

@@ -38,8 +38,8 @@ async fn wait_numsub(port: u16, channel: &str, n: i64) {
     until(&format!("{channel} subscribed by {n}"), || numsub(port, channel) == n).await;
 }
 
-/// `chat_redis_pubsub_received_total` of a node process.
-async fn received_total(p: &Proc) -> f64 {
+/// A counter (no labels) of a node process.
+async fn counter(p: &Proc, name: &str) -> f64 {
     let body = reqwest::get(format!("http://127.0.0.1:{}/metrics", p.metrics_port))
         .await
         .expect("metrics")
@@ -47,11 +47,19 @@ async fn received_total(p: &Proc) -> f64 {
         .await
         .expect("metrics body");
     body.lines()
-        .find(|l| {
-            l.starts_with("chat_redis_pubsub_received_total{") || l.starts_with("chat_redis_pubsub_received_total ")
-        })
+        .find(|l| l.strip_prefix(name).is_some_and(|r| r.starts_with('{') || r.starts_with(' ')))
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or_else(|| panic!("no chat_redis_pubsub_received_total in {body}"))
+        .unwrap_or_else(|| panic!("no {name} in {body}"))
+}
+
+/// `chat_redis_pubsub_received_total` of a node process.
+async fn received_total(p: &Proc) -> f64 {
+    counter(p, "chat_redis_pubsub_received_total").await
+}
+
+/// `chat_redis_adapter_received_total` of a node process.
+async fn adapter_received_total(p: &Proc) -> f64 {
+    counter(p, "chat_redis_adapter_received_total").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -118,14 +126,28 @@ async fn a_bystander_node_receives_nothing_in_targeted_mode_and_everything_in_ad
     let env = Env::cluster().await;
     let port = redis_port(&env);
     let flags = ["--fanout", "adapter"];
-    let a = [env.node_with("a1", &flags).await, env.node_with("a2", &flags).await, env.node_with("a3", &flags).await];
+    let a = [env.process("a1", &flags).await, env.process("a2", &flags).await, env.process("a3", &flags).await];
     let conv = Api::new(&a[0].base, "alice").conversation_with("bob").await;
     let bob = Sock::connect(&a[1].base, "bob").await;
     let request = format!("{}-socket.io-request#/#", env.prefix);
     assert_eq!(numsub(port, &request), 3, "every node, the bystander too, receives every broadcast");
     assert_eq!(numsub(port, &channel(&env, "bob")), 0, "no user channels in adapter mode");
-    let m = Api::new(&a[0].base, "alice").send(&conv, "via the adapter").await;
-    assert_eq!(bob.next("new_message").await["message"]["seq"], m["seq"]);
+    let bystander_before = adapter_received_total(&a[2]).await;
+    let alice = Api::new(&a[0].base, "alice");
+    for i in 0..10 {
+        let m = alice.send(&conv, &format!("via the adapter {i}")).await;
+        assert_eq!(bob.next("new_message").await["message"]["seq"], m["seq"]);
+    }
+    // The bystander receives every broadcast too (at least the ten `new_message`s; the sender's
+    // other events ride the same channel). A counter cannot be awaited: poll it, bounded.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut got = adapter_received_total(&a[2]).await - bystander_before;
+    while got < 10.0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        got = adapter_received_total(&a[2]).await - bystander_before;
+    }
+    assert!(got >= 10.0, "the bystander's adapter subscriber received {got} of at least 10 broadcasts");
+    assert_eq!(received_total(&a[2]).await, 0.0, "no user channels in adapter mode");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
