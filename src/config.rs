@@ -217,6 +217,26 @@ pub struct Config {
     /// On SIGTERM: the whole shutdown must finish within this many seconds.
     #[arg(long, env = "CHAT_SHUTDOWN_GRACE_SECS", default_value_t = 20)]
     pub shutdown_grace_secs: u64,
+    /// On SIGTERM, after the drain delay: the node's socket transports are closed one after the
+    /// other over this many seconds, so their clients reconnect elsewhere at a rate the
+    /// connection throttle allows. Unset: 10, or two thirds of what the grace period leaves after
+    /// the drain delay when that is shorter. 0 closes them all at once.
+    #[arg(long, env = "CHAT_DRAIN_CLOSE_WINDOW_SECS", value_parser = clap::value_parser!(u64).range(0..=3600))]
+    pub drain_close_window_secs: Option<u64>,
+    // ---- HTTP server bounds (src/http/server.rs, docs/operations.md) ----
+    /// A request head must arrive within this many seconds (slowloris).
+    #[arg(long, env = "CHAT_HEADER_READ_TIMEOUT_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub header_read_timeout_secs: u64,
+    /// A connection with no byte read for this many seconds is closed (keep-alive and
+    /// websockets; Socket.IO pings every 25 s keep live clients well inside it).
+    #[arg(long, env = "CHAT_IDLE_TIMEOUT_SECS", default_value_t = 90,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub idle_timeout_secs: u64,
+    /// Open TCP connections per node; one more is closed at once.
+    #[arg(long, env = "CHAT_MAX_CONNECTIONS", default_value_t = 50_000,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: u64,
     /// The built web client served at `/` (default: `web/dist`, when it holds an index.html).
     #[arg(long, env = "CHAT_WEB_DIR")]
     pub web_dir: Option<PathBuf>,
@@ -305,6 +325,17 @@ impl Config {
                 "must be shorter than CHAT_SHUTDOWN_GRACE_SECS".into(),
             ));
         }
+        if let Some(window) = self.drain_close_window_secs
+            && self.drain_delay_secs + window >= self.shutdown_grace_secs
+        {
+            return Err(ConfigError::Invalid(
+                "CHAT_DRAIN_CLOSE_WINDOW_SECS",
+                format!(
+                    "{window} s plus CHAT_DRAIN_DELAY_SECS ({} s) must be shorter than CHAT_SHUTDOWN_GRACE_SECS ({} s)",
+                    self.drain_delay_secs, self.shutdown_grace_secs
+                ),
+            ));
+        }
         crate::limits::parse_budgets(&self.rate_limits).map_err(|e| ConfigError::Invalid("CHAT_RATE_LIMITS", e))?;
         for origin in &self.cors_origins {
             if origin.parse::<axum::http::HeaderValue>().is_err() || !origin.starts_with("http") {
@@ -351,8 +382,28 @@ impl Config {
         Duration::from_millis(self.typing_expiry_ms)
     }
 
+    /// The window over which a drain closes the node's socket transports (see
+    /// `CHAT_DRAIN_CLOSE_WINDOW_SECS`): the value set, else 10 s capped at two thirds of what the
+    /// grace period leaves after the drain delay (the rest is for in-flight work and the exit).
+    pub fn drain_close_window(&self) -> Duration {
+        let secs = self.drain_close_window_secs.unwrap_or_else(|| {
+            let left = self.shutdown_grace_secs.saturating_sub(self.drain_delay_secs);
+            DEFAULT_DRAIN_CLOSE_WINDOW_SECS.min(left * 2 / 3)
+        });
+        Duration::from_secs(secs)
+    }
+
     pub fn connect_window(&self) -> Duration {
         Duration::from_secs(self.rate_limit_connect_window_secs)
+    }
+
+    /// The HTTP server's bounds.
+    pub fn http_limits(&self) -> crate::http::server::Limits {
+        crate::http::server::Limits {
+            header_read_timeout: Duration::from_secs(self.header_read_timeout_secs),
+            idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+            max_connections: self.max_connections as usize,
+        }
     }
 
     /// Every rate budget (defaults, `RATE_LIMIT_*`, then `CHAT_RATE_LIMITS`; checked by
@@ -367,6 +418,11 @@ impl Config {
         )
     }
 }
+
+/// The drain's close window when `CHAT_DRAIN_CLOSE_WINDOW_SECS` is unset and the grace period
+/// has room: a node of 240 sockets behind one address reconnects them within the default
+/// connection budget (120 per 10 s, burst included).
+const DEFAULT_DRAIN_CLOSE_WINDOW_SECS: u64 = 10;
 
 /// A CIDR, or a bare address (one host).
 fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
@@ -486,6 +542,20 @@ mod tests {
         assert!(parse(&["--trusted-proxies", "nope"]).is_err());
         let c = parse(&["--rate-limits", "typo=1/1s"]).unwrap();
         assert!(c.validate().unwrap_err().to_string().contains("CHAT_RATE_LIMITS"));
+    }
+
+    #[test]
+    fn the_drain_close_window_fits_the_grace_period() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.drain_close_window(), Duration::from_secs(10), "20 s grace - 5 s delay leaves room");
+        let c = parse(&["--drain-delay-secs", "0", "--shutdown-grace-secs", "5"]).unwrap();
+        assert_eq!(c.drain_close_window(), Duration::from_secs(3), "two thirds of what is left");
+        let c = parse(&["--drain-close-window-secs", "0"]).unwrap();
+        assert_eq!(c.drain_close_window(), Duration::ZERO);
+        c.validate().unwrap();
+        let c = parse(&["--drain-close-window-secs", "15"]).unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("CHAT_DRAIN_CLOSE_WINDOW_SECS"), "5 s delay + 15 s >= 20 s grace: {e}");
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! Counts work in flight (socket event handlers, which socketioxide spawns and axum's graceful
-//! shutdown does not see), so a draining node can wait for them before it exits.
+//! Counts work in flight that the HTTP server's graceful shutdown does not see (socket event
+//! handlers, which socketioxide spawns, and REST sends, which run on a task of their own), so a
+//! draining node can wait for them before it closes the fan-out and exits.
 
 use std::sync::{
     Arc,

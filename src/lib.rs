@@ -25,14 +25,16 @@
 //!   and call deadline), `query/` (every BSON document, by collection), `flow/` (the multi-step
 //!   protocols), `migrate`, `connect`.
 //! - [`coord`]: coordination by capability, each a trait with its in-process and Redis backends
-//!   side by side: `presence/`, `cache/`, `ratelimit/`, `fanout/` (typed `ServerEvent`s over
-//!   socketioxide, plus a recording fan-out for tests); `redis` is the shared connection. The
+//!   side by side: `presence/`, `cache/`, `ratelimit/`, `fanout/` (typed `ServerEvent`s:
+//!   `socketio` over socketioxide's adapter, `targeted` over per-user sharded Redis channels
+//!   that only the nodes holding that user's sockets subscribe to, `memory` recording what was
+//!   published for unit tests); `redis` is the shared connection. The
 //!   in-process backends keep time on tokio's clock, so unit tests drive them on a paused one.
 //! - [`telemetry`]: logs, traces, metrics.
 //! - [`error`]: the boundary error type and response envelopes.
 //! - [`limits`]: every bound a client can meet: rate budgets by cost class, caps per socket
 //!   and per user, the size of a `sync` answer.
-//! - [`in_flight`]: counts socket events still running, so the drain can wait for them.
+//! - [`in_flight`]: counts socket events and REST sends still running, so the drain can wait for them.
 //! - [`probe`]: `healthcheck` and `probe`, the commands that check a running node from outside.
 
 pub mod auth;

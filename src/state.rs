@@ -14,8 +14,8 @@ use std::{
 use serde::Serialize;
 
 use crate::{
-    auth::Jwt, chat::ChatService, config::Config, coord::SharedBackend, in_flight::InFlight, store::Store,
-    telemetry::metrics as m,
+    auth::Jwt, chat::ChatService, config::Config, coord::SharedBackend, http::server::Connections, in_flight::InFlight,
+    store::Store, telemetry::metrics as m,
 };
 
 #[derive(Clone)]
@@ -28,6 +28,8 @@ pub struct Inner {
     pub chat: Arc<ChatService>,
     /// Socket event handlers running now (the drain waits for them).
     pub in_flight: Arc<InFlight>,
+    /// The HTTP server's live connections (the drain closes them one by one).
+    pub connections: Arc<Connections>,
     store: Arc<dyn Store>,
     /// The shared coordination service (Redis), when there is one.
     shared: Option<Arc<dyn SharedBackend>>,
@@ -70,6 +72,7 @@ impl AppState {
             jwt,
             chat,
             in_flight: Arc::new(InFlight::default()),
+            connections: Arc::new(Connections::default()),
             store,
             shared,
             draining: AtomicBool::new(false),

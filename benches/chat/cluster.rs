@@ -11,6 +11,11 @@ pub struct Cluster {
 impl Cluster {
     /// `n` nodes on one data dir (one SQLite file); with Redis when `n > 1`.
     pub async fn start(n: usize) -> Res<Self> {
+        Self::start_with(n, &[]).await
+    }
+
+    /// [`Cluster::start`] with extra node environment (e.g. `CHAT_FANOUT`).
+    pub async fn start_with(n: usize, env: &[(&str, &str)]) -> Res<Self> {
         let dir = tempfile::tempdir()?;
         let redis = if n > 1 { Some(Redis::start().await?) } else { None };
         let prefix = format!("bench{}", std::process::id());
@@ -22,6 +27,7 @@ impl Cluster {
                     dir.path(),
                     redis.as_ref().map(|r| r.url()).as_deref(),
                     &prefix,
+                    env,
                 )
                 .await?,
             );

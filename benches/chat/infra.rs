@@ -122,8 +122,15 @@ fn no_cost_limits() -> String {
 }
 
 impl NodeProc {
-    /// Starts a node sharing `data_dir` (one SQLite file) and, when given, Redis.
-    pub async fn spawn(id: &str, data_dir: &Path, redis_url: Option<&str>, prefix: &str) -> Res<Self> {
+    /// Starts a node sharing `data_dir` (one SQLite file) and, when given, Redis; `env` is the
+    /// scenario's own node environment (`BENCH_NODE_ENV` still comes last and wins).
+    pub async fn spawn(
+        id: &str,
+        data_dir: &Path,
+        redis_url: Option<&str>,
+        prefix: &str,
+        env: &[(&str, &str)],
+    ) -> Res<Self> {
         let (port, metrics_port) = (free_port(), free_port());
         let log = data_dir.join(format!("{id}.log"));
         let mut cmd = Command::new(bin_path());
@@ -146,6 +153,9 @@ impl NodeProc {
             .stderr(std::fs::File::create(&log)?);
         if let Some(r) = redis_url {
             cmd.env("REDIS_URL", r);
+        }
+        for (k, v) in env {
+            cmd.env(k, v);
         }
         // Experiments: extra node environment, `BENCH_NODE_ENV="K=V,K2=V2"`.
         for kv in std::env::var("BENCH_NODE_ENV").unwrap_or_default().split(',').filter(|s| !s.is_empty()) {

@@ -19,6 +19,10 @@
 //! - `max_sustained`: cross-node, open loop at `BENCH_MAX_RATES` msg/s (`BENCH_STEP_SECS` each)
 //!   until p99 > `BENCH_MAX_P99_MS` or achieved < 90 % of offered (`BENCH_MAX_NODES=1` runs it
 //!   on one embedded node).
+//! - `fanout_scaling`: `BENCH_FANOUT_NODES` (2,4,6) nodes × `CHAT_FANOUT` of
+//!   `BENCH_FANOUT_MODES` (targeted,adapter), open loop at `BENCH_FANOUT_RATE` (1000) msg/s in
+//!   total: Redis CPU, Redis commands, pub/sub deliveries and node CPU per message, and how
+//!   each grows with the node count.
 //! - `idle_memory`: `BENCH_IDLE_CONNS` idle websockets on one node: RSS per connection and the
 //!   connect rate of the ramp (`BENCH_CONNECT_CONCURRENCY` connects in flight).
 //! - `reconnect_storm`: `BENCH_STORM_SOCKETS` sockets on node A of 3, kill -9 A, clients
@@ -27,11 +31,13 @@
 //!
 //! Layout: `scenarios/` holds one module per scenario (a new one is a file there plus a line in
 //! its `mod.rs`); `cluster` starts the nodes, `pairs` the sender/receiver sockets, `paced` the
-//! open-loop senders; `infra` the processes and /proc meters, `client` the Socket.IO client,
+//! open-loop senders; `infra` the processes and /proc meters, `cost` the per-message cost (Redis
+//! `INFO`, node CPU, deliveries), `client` the Socket.IO client,
 //! `stats` the send→receive bookkeeping, `results` the load/RESULTS.md section.
 
 mod client;
 mod cluster;
+mod cost;
 mod errors;
 mod infra;
 mod opts;

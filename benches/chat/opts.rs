@@ -27,6 +27,20 @@ pub struct Opts {
     pub reconnect_base_ms: u64,
     pub reconnect_max_ms: u64,
     pub storm_timeout_secs: u64,
+    pub fanout_rate: u64,
+    pub fanout_nodes: Vec<usize>,
+    pub fanout_modes: Vec<String>,
+    pub warmup_secs: u64,
+}
+
+fn list<T: std::str::FromStr>(name: &str, default: &str) -> Vec<T> {
+    std::env::var(name)
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or_else(|| default.to_owned())
+        .split(',')
+        .map(|r| r.trim().parse().unwrap_or_else(|_| panic!("{name}: comma-separated values, got {r:?}")))
+        .collect()
 }
 
 impl Opts {
@@ -39,11 +53,7 @@ impl Opts {
         for s in &scenarios {
             assert!(ALL.contains(&s.as_str()), "unknown scenario {s:?}; known: {ALL:?}");
         }
-        let max_rates = std::env::var("BENCH_MAX_RATES")
-            .unwrap_or_else(|_| "500,1000,1500,2000,2500,3000,4000,5000,6000,8000,10000".into())
-            .split(',')
-            .map(|r| r.trim().parse().expect("BENCH_MAX_RATES: comma-separated integers"))
-            .collect();
+        let max_rates = list("BENCH_MAX_RATES", "500,1000,1500,2000,2500,3000,4000,5000,6000,8000,10000");
         Self {
             scenarios,
             secs: env_or("BENCH_SECS", 10),
@@ -60,6 +70,10 @@ impl Opts {
             reconnect_base_ms: env_or("BENCH_RECONNECT_BASE_MS", 1000),
             reconnect_max_ms: env_or("BENCH_RECONNECT_MAX_MS", 5000),
             storm_timeout_secs: env_or("BENCH_STORM_TIMEOUT_SECS", 60),
+            fanout_rate: env_or("BENCH_FANOUT_RATE", 1000),
+            fanout_nodes: list("BENCH_FANOUT_NODES", "2,4,6"),
+            fanout_modes: list("BENCH_FANOUT_MODES", "targeted,adapter"),
+            warmup_secs: env_or("BENCH_WARMUP_SECS", 2),
         }
     }
 }

@@ -162,7 +162,19 @@ async fn send_message(
         message_type: b.message_type,
         client_message_id: b.client_message_id,
     };
-    let sent = st.chat.send_message(&me, input, Origin::Rest).await?;
+    // On a task of its own: the REST timeout drops this handler, and must not drop a send
+    // that has committed before its fan-out. Counted in flight, so a drain waits for it
+    // before it closes the fan-out.
+    let (chat, in_flight) = (st.chat.clone(), st.in_flight.enter());
+    let sent = tokio::spawn(async move {
+        let _in_flight = in_flight;
+        chat.send_message(&me, input, Origin::Rest).await
+    })
+    .await
+    .map_err(|e| {
+        tracing::warn!(error = %e, "send_message task failed");
+        ApiError::Internal
+    })??;
     let status = if sent.created { StatusCode::CREATED } else { StatusCode::OK };
     Ok(success(status, "message sent", MessageBody { message: &sent.message }))
 }

@@ -11,6 +11,7 @@ pub mod extract;
 pub mod health;
 pub mod layers;
 pub mod openapi;
+pub mod server;
 pub mod users;
 pub mod web;
 

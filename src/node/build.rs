@@ -100,6 +100,7 @@ async fn coordination(config: &Config, node_id: &str) -> anyhow::Result<Coordina
             let socket_io: Mount = Box::new(move |state| {
                 Box::pin(async move {
                     realtime::register(&io, state.clone());
+                    realtime::expiry::spawn(io, state.clone());
                     Ok(Box::new(move |r| realtime::attach(r, layer, state)) as Attach)
                 })
             });
@@ -130,6 +131,7 @@ async fn coordination(config: &Config, node_id: &str) -> anyhow::Result<Coordina
             let socket_io: Mount = Box::new(move |state| {
                 Box::pin(async move {
                     realtime::register(&io, state.clone()).await.context("registering the namespace")?;
+                    realtime::expiry::spawn(io, state.clone());
                     Ok(Box::new(move |r| realtime::attach(r, layer, state)) as Attach)
                 })
             });

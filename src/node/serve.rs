@@ -1,6 +1,6 @@
 //! Runs a built node on a bound listener until the shutdown signal, then drains.
 
-use std::{future::Future, net::SocketAddr};
+use std::future::Future;
 
 use tokio::{net::TcpListener, sync::Notify};
 
@@ -28,19 +28,10 @@ pub async fn run(
     let stop_accepting = std::sync::Arc::new(Notify::new());
     let stop = stop_accepting.clone();
     let app = node.app.clone();
+    let connections = state.connections.clone();
+    let limits = state.config.http_limits();
     let server = tokio::spawn(async move {
-        // Chat frames are small and latency-bound: no Nagle delay on any connection.
-        // Counted streams: bytes in/out of the public port (websockets included).
-        let listener = crate::telemetry::netio::CountingListener(listener);
-        let listener =
-            axum::serve::ListenerExt::tap_io(listener, |io: &mut crate::telemetry::netio::CountingStream| {
-                if let Err(e) = io.tcp().set_nodelay(true) {
-                    tracing::debug!(error = %e, "TCP_NODELAY not set");
-                }
-            });
-        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move { stop.notified().await })
-            .await
+        crate::http::server::serve(listener, app, limits, connections, async move { stop.notified().await }).await
     });
 
     shutdown.await;

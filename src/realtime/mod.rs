@@ -17,6 +17,7 @@ use crate::{edge::MAX_PAYLOAD, state::AppState};
 
 pub mod connect;
 pub mod events;
+pub mod expiry;
 pub mod handlers;
 pub mod reply;
 pub mod throttle;
@@ -72,12 +73,30 @@ pub fn attach<A: Adapter>(router: Router, layer: socketioxide::layer::SocketIoLa
     router
         .layer(layer)
         .layer(tower::util::MapRequestLayer::new(own_head::<axum::body::Body>))
+        .layer(tower::util::MapRequestLayer::new(tag_connection::<axum::body::Body>))
         .layer(axum::middleware::from_fn(crate::telemetry::engineio::count_errors))
         .layer(axum::middleware::from_fn_with_state(state, throttle::throttle_handshakes))
 }
 
 /// Where socketioxide serves Socket.IO (its default `req_path`).
 pub const SOCKET_IO_PATH: &str = "/socket.io/";
+
+/// Marks the request's connection as carrying Socket.IO (the drain closes those) and tells it
+/// which Engine.IO session it carries, so that closing a session's transport (see [`expiry`])
+/// finds the connections it moved to after its handshake.
+fn tag_connection<B>(req: axum::http::Request<B>) -> axum::http::Request<B> {
+    if !req.uri().path().starts_with(SOCKET_IO_PATH) {
+        return req;
+    }
+    let Some(conn) = req.extensions().get::<crate::http::server::ConnHandle>() else { return req };
+    conn.mark_realtime();
+    if let Some(query) = req.uri().query()
+        && let Some((_, sid)) = form_urlencoded::parse(query.as_bytes()).find(|(k, _)| k == "sid")
+    {
+        conn.set_session(&sid);
+    }
+    req
+}
 
 /// Gives a Socket.IO request's URI and header values their own small allocations.
 ///

@@ -21,6 +21,7 @@ pub const REDIS_COMMAND_DURATION_SECONDS: &str = "chat_redis_command_duration_se
 pub const REDIS_ERRORS_TOTAL: &str = "chat_redis_errors_total";
 pub const REDIS_PUBSUB_LAGGED_TOTAL: &str = "chat_redis_pubsub_lagged_total";
 pub const REDIS_PUBSUB_RECEIVED_TOTAL: &str = "chat_redis_pubsub_received_total";
+pub const REDIS_ADAPTER_RECEIVED_TOTAL: &str = "chat_redis_adapter_received_total";
 pub const FANOUT_DROPPED_TOTAL: &str = "chat_fanout_dropped_total";
 pub const CACHE_REQUESTS_TOTAL: &str = "chat_cache_requests_total";
 pub const HTTP_REQUESTS_TOTAL: &str = "chat_http_requests_total";
@@ -40,6 +41,8 @@ pub const TOKIO_ALIVE_TASKS: &str = "chat_tokio_alive_tasks";
 pub const TOKIO_GLOBAL_QUEUE_DEPTH: &str = "chat_tokio_global_queue_depth";
 pub const TOKIO_BUSY_RATIO: &str = "chat_tokio_worker_busy_ratio";
 pub const TOKIO_PARKS_TOTAL: &str = "chat_tokio_worker_parks_total";
+pub const HTTP_CONNECTIONS_CLOSED_TOTAL: &str = "chat_http_connections_closed_total";
+pub const SESSIONS_EXPIRED_TOTAL: &str = "chat_sessions_expired_total";
 
 /// Label values of the counters that are created at 0 when the node starts (see [`register_zeros`]).
 pub mod labels {
@@ -122,6 +125,9 @@ pub mod labels {
         "in_flight",
         "sockets_per_user",
     ];
+    /// `chat_http_connections_closed_total{reason}` (`crate::http::server::CloseReason`).
+    pub const HTTP_CLOSE_REASONS: &[&str] =
+        &["over_capacity", "header_timeout", "idle_timeout", "drain", "session_expired"];
     /// `chat_fanout_dropped_total{reason}`: events of the targeted fan-out that reached this node
     /// and no socket (`lagged`: the bounded receive queue was full; `decode`: not ours; `emit`:
     /// the local emit failed) or could not subscribe (`subscriptions_full`).
@@ -163,6 +169,7 @@ pub fn register_zeros(events: &[&'static str], cluster: bool) {
         metrics::counter!(REDIS_PUBSUB_LAGGED_TOTAL).absolute(0);
         metrics::counter!(REDIS_PUBSUB_PROBE_LOST_TOTAL).absolute(0);
         metrics::counter!(REDIS_PUBSUB_RECEIVED_TOTAL).absolute(0);
+        metrics::counter!(REDIS_ADAPTER_RECEIVED_TOTAL).absolute(0);
         for r in FANOUT_DROP_REASONS {
             metrics::counter!(FANOUT_DROPPED_TOTAL, "reason" => *r).absolute(0);
         }
@@ -176,6 +183,10 @@ pub fn register_zeros(events: &[&'static str], cluster: bool) {
     for t in TRANSPORTS {
         metrics::gauge!(SOCKET_TRANSPORT_CONNECTIONS, "transport" => *t).set(0.0);
     }
+    for r in HTTP_CLOSE_REASONS {
+        metrics::counter!(HTTP_CONNECTIONS_CLOSED_TOTAL, "reason" => *r).absolute(0);
+    }
+    metrics::counter!(SESSIONS_EXPIRED_TOTAL).absolute(0);
     metrics::gauge!(SOCKET_CONNECTIONS).increment(0.0);
     metrics::gauge!(USERS_ONLINE).set(0.0);
 }

@@ -201,6 +201,7 @@ fn describe() {
     describe_counter!(REDIS_ERRORS_TOTAL, "Failed Redis commands by op");
     describe_counter!(REDIS_PUBSUB_LAGGED_TOTAL, "Pub/sub messages dropped because a receiver lagged");
     describe_counter!(REDIS_PUBSUB_RECEIVED_TOTAL, "Targeted fan-out messages this node received from Redis");
+    describe_counter!(REDIS_ADAPTER_RECEIVED_TOTAL, "Socket.IO Redis adapter messages this node received from Redis");
     describe_counter!(FANOUT_DROPPED_TOTAL, "Targeted fan-out events dropped on this node, by reason");
     describe_counter!(CACHE_REQUESTS_TOTAL, "Cache lookups by cache and result");
     describe_counter!(HTTP_REQUESTS_TOTAL, "HTTP requests by method, route and status");

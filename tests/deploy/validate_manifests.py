@@ -43,8 +43,10 @@ ENV_NAMES = {
     "JWT_SECRET", "JWT_PUBLIC_KEY_FILE", "NODE_ID", "PRESENCE_TTL_SECS", "RATE_LIMIT_MESSAGES",
     "RATE_LIMIT_WINDOW_SECS", "CORS_ORIGINS", "OTEL_EXPORTER_OTLP_ENDPOINT", "RUST_LOG", "LOG_FORMAT",
     "CHAT_REDIS_PREFIX", "CHAT_SHUTDOWN_GRACE_SECS", "CHAT_DRAIN_DELAY_SECS", "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "CHAT_DRAIN_CLOSE_WINDOW_SECS",
     "CHAT_TRUSTED_PROXIES", "CHAT_RATE_LIMITS", "CHAT_FANOUT", "CHAT_REDIS_CA_FILE", "CHAT_REDIS_CERT_FILE",
     "CHAT_REDIS_KEY_FILE", "JWT_ISSUER", "JWT_AUDIENCE", "JWT_LEEWAY_SECS",
+    "CHAT_HEADER_READ_TIMEOUT_SECS", "CHAT_IDLE_TIMEOUT_SECS", "CHAT_MAX_CONNECTIONS",
 }
 # Set through extraEnv in tests/deploy/values-all-on.yaml.
 EXTRA_ENV_NAMES = {"RUST_BACKTRACE", "SSL_CERT_FILE", "MONGODB_PASSWORD"}
@@ -295,6 +297,8 @@ def main():
         grace = int(cm["data"]["CHAT_SHUTDOWN_GRACE_SECS"])
         drain = int(cm["data"]["CHAT_DRAIN_DELAY_SECS"])
         assert grace > drain, "shutdown grace must exceed the drain delay"
+        window = int(cm["data"]["CHAT_DRAIN_CLOSE_WINDOW_SECS"])
+        assert grace > drain + window, "shutdown grace must exceed the drain delay + close window"
         tgps = spec["terminationGracePeriodSeconds"]
         assert tgps > sleep + grace, f"terminationGracePeriodSeconds {tgps} <= preStop {sleep} + grace {grace}"
 

@@ -41,8 +41,8 @@ async fn wait_numsub(port: u16, channel: &str, n: i64) {
     until(&format!("{channel} subscribed by {n}"), || numsub(port, channel) == n).await;
 }
 
-/// `chat_redis_pubsub_received_total` of a node process.
-async fn received_total(p: &Proc) -> f64 {
+/// A counter (no labels) of a node process.
+async fn counter(p: &Proc, name: &str) -> f64 {
     let body = reqwest::get(format!("http://127.0.0.1:{}/metrics", p.metrics_port))
         .await
         .expect("metrics")
@@ -50,11 +50,19 @@ async fn received_total(p: &Proc) -> f64 {
         .await
         .expect("metrics body");
     body.lines()
-        .find(|l| {
-            l.starts_with("chat_redis_pubsub_received_total{") || l.starts_with("chat_redis_pubsub_received_total ")
-        })
+        .find(|l| l.strip_prefix(name).is_some_and(|r| r.starts_with('{') || r.starts_with(' ')))
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or_else(|| panic!("no chat_redis_pubsub_received_total in {body}"))
+        .unwrap_or_else(|| panic!("no {name} in {body}"))
+}
+
+/// `chat_redis_pubsub_received_total` of a node process.
+async fn received_total(p: &Proc) -> f64 {
+    counter(p, "chat_redis_pubsub_received_total").await
+}
+
+/// `chat_redis_adapter_received_total` of a node process.
+async fn adapter_received_total(p: &Proc) -> f64 {
+    counter(p, "chat_redis_adapter_received_total").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -121,14 +129,28 @@ async fn a_bystander_node_receives_nothing_in_targeted_mode_and_everything_in_ad
     let env = Env::cluster().await;
     let port = redis_port(&env);
     let flags = ["--fanout", "adapter"];
-    let a = [env.node_with("a1", &flags).await, env.node_with("a2", &flags).await, env.node_with("a3", &flags).await];
+    let a = [env.process("a1", &flags).await, env.process("a2", &flags).await, env.process("a3", &flags).await];
     let conv = Api::new(&a[0].base, "alice").conversation_with("bob").await;
     let bob = Sock::connect(&a[1].base, "bob").await;
     let request = format!("{}-socket.io-request#/#", env.prefix);
     assert_eq!(numsub(port, &request), 3, "every node, the bystander too, receives every broadcast");
     assert_eq!(numsub(port, &channel(&env, "bob")), 0, "no user channels in adapter mode");
-    let m = Api::new(&a[0].base, "alice").send(&conv, "via the adapter").await;
-    assert_eq!(bob.next("new_message").await["message"]["seq"], m["seq"]);
+    let bystander_before = adapter_received_total(&a[2]).await;
+    let alice = Api::new(&a[0].base, "alice");
+    for i in 0..10 {
+        let m = alice.send(&conv, &format!("via the adapter {i}")).await;
+        assert_eq!(bob.next("new_message").await["message"]["seq"], m["seq"]);
+    }
+    // The bystander receives every broadcast too (at least the ten `new_message`s; the sender's
+    // other events ride the same channel). A counter cannot be awaited: poll it, bounded.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut got = adapter_received_total(&a[2]).await - bystander_before;
+    while got < 10.0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        got = adapter_received_total(&a[2]).await - bystander_before;
+    }
+    assert!(got >= 10.0, "the bystander's adapter subscriber received {got} of at least 10 broadcasts");
+    assert_eq!(received_total(&a[2]).await, 0.0, "no user channels in adapter mode");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -308,4 +330,81 @@ async fn targeted_fan_out_runs_on_redis_cluster_slots() {
         assert_eq!(b.next("new_message").await["message"]["seq"], last["seq"]);
         assert_eq!(b.count("new_message").await, 0, "exactly once on the cluster too");
     }
+}
+
+/// `CLIENT LIST`: connection id -> its number of sharded subscriptions (`ssub`).
+fn sharded_subscribers(port: u16, auth: &[String]) -> std::collections::BTreeMap<String, String> {
+    cli(port, auth, &["CLIENT", "LIST"])
+        .lines()
+        .filter_map(|l| {
+            let field = |k: &str| l.split(' ').find_map(|f| f.strip_prefix(k)).map(str::to_owned);
+            Some((field("id=")?, field("ssub=")?))
+        })
+        .collect()
+}
+
+/// `GET /readyz` of a node, bounded like a probe: (status, body).
+async fn readyz(base: &str) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .get(format!("{base}/readyz"))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .expect("/readyz answers");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Only the targeted fan-out's subscriber is down (every other connection of the node stays
+/// up and Redis answers PING): the node's sockets miss events meanwhile, so `/readyz` is 503
+/// until that connection is back, then 200, and delivery resumes on it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_is_503_while_only_the_fan_out_subscriber_is_down() {
+    let env = Env::cluster().await;
+    let port = redis_port(&env);
+    let nodes = [env.node("s1").await, env.node("s2").await];
+    let alice = Api::new(&nodes[0].base, "alice");
+    let conv = alice.conversation_with("bob").await;
+    // The connection whose sharded subscriptions went up when bob connected to node 2 is node
+    // 2's fan-out subscriber (the adapter and the lag probe subscribe to their own channels).
+    let before = sharded_subscribers(port, &[]);
+    let bob = Sock::connect(&nodes[1].base, "bob").await;
+    let after = sharded_subscribers(port, &[]);
+    let ids: Vec<&String> =
+        after.iter().filter(|(id, n)| *n != "0" && before.get(*id) != Some(n)).map(|(id, _)| id).collect();
+    assert_eq!(ids.len(), 1, "one connection subscribed to bob's channel: {before:?} -> {after:?}");
+    assert_eq!(readyz(&nodes[1].base).await.0, 200);
+
+    // New connections cannot log in (the default user is off; the test keeps an admin user),
+    // so the killed subscriber cannot come back; the node's other connections stay logged in.
+    let admin = ["--user", "admin", "--pass", "admin-pw", "--no-auth-warning"].map(String::from);
+    assert_eq!(cli(port, &[], &["ACL", "SETUSER", "admin", "on", ">admin-pw", "~*", "&*", "+@all"]), "OK");
+    assert_eq!(cli(port, &admin, &["ACL", "SETUSER", "default", "off"]), "OK");
+    assert_eq!(cli(port, &admin, &["CLIENT", "KILL", "ID", ids[0]]), "1", "killed node 2's fan-out subscriber");
+
+    let deadline = Instant::now() + WAIT;
+    let body = loop {
+        let (status, body) = readyz(&nodes[1].base).await;
+        if status == 503 {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "/readyz stayed {status} with the fan-out subscriber down: {body}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!((&body["checks"]["redis"], &body["checks"]["store"]), (&json!(false), &json!(true)), "{body}");
+    // Still down a moment later (not a blip of the reconnect), while node 1 stays ready.
+    for _ in 0..5 {
+        assert_eq!(readyz(&nodes[1].base).await.0, 503);
+        assert_eq!(readyz(&nodes[0].base).await.0, 200, "node 1 kept all its connections");
+    }
+
+    assert_eq!(cli(port, &admin, &["ACL", "SETUSER", "default", "on"]), "OK");
+    let deadline = Instant::now() + WAIT;
+    while readyz(&nodes[1].base).await.0 != 200 {
+        assert!(Instant::now() < deadline, "node 2 never ready again after its subscriber could reconnect");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    wait_numsub(port, &channel(&env, "bob"), 1).await;
+    let m = alice.send(&conv, "after the subscriber is back").await;
+    assert_eq!(bob.next("new_message").await["message"]["seq"], m["seq"]);
 }

@@ -114,6 +114,9 @@ impl Env {
             "0".into(),
             "--shutdown-grace-secs".into(),
             "10".into(),
+            // Sockets closed at once on stop; the drain tests set a window.
+            "--drain-close-window-secs".into(),
+            "0".into(),
             "--rate-limit-connects".into(),
             "100000".into(),
             "--rate-limit-messages".into(),

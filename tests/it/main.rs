@@ -17,6 +17,7 @@ mod abuse_sync;
 mod cluster;
 mod durability;
 mod fanout;
+mod harden;
 mod lifecycle;
 mod mongo_wire;
 mod redis_cluster;

@@ -110,6 +110,30 @@ run() {
   fi
 }
 
+# The smoke run judges no latency: with LATENCY_THRESHOLDS=off, `k6 inspect` shows no latency
+# threshold (p(..), avg, med, min, max) left in any script, while the correctness ones stay;
+# without the switch each script has some (so the switch is what removes them).
+latency_thresholds() {
+  "$K6" inspect -e LATENCY_THRESHOLDS="$1" -e BASE_URLS="$BASE" -e TOKENS_FILE="$TOKENS" "$ROOT/load/$2" 2>/dev/null |
+    python3 -c 'import json, re, sys
+t = json.load(sys.stdin).get("thresholds") or {}
+exprs = [str(x.get("threshold", x) if isinstance(x, dict) else x) for v in t.values() for x in v]
+lat = [e for e in exprs if re.match(r"\s*(p\(|avg|med|min|max)", e)]
+print(len(lat), len(exprs) - len(lat))'
+}
+for name in connection_storm.js chat_pairs.js polling.js typing_presence.js rest.js; do
+  read -r off_lat off_other < <(latency_thresholds off "$name")
+  read -r on_lat _ < <(latency_thresholds on "$name")
+  if [ "${off_lat:-x}" = 0 ] && [ "${off_other:-0}" -gt 0 ] && [ "${on_lat:-0}" -gt 0 ]; then
+    passed=$((passed + 1))
+    echo "ok   $name: no latency threshold in the smoke run ($off_other correctness thresholds kept, $on_lat latency ones off)"
+  else
+    failed=$((failed + 1))
+    failures+=("$name thresholds")
+    echo "FAIL $name: latency thresholds in the smoke run (off: ${off_lat:-?} latency / ${off_other:-?} other; on: ${on_lat:-?} latency)"
+  fi
+done
+
 run connection_storm.js -e START_RATE=2 -e RATE_STAGES=2s:5,2s:5 -e PRE_VUS=10 -e MAX_VUS=40 -e HOLD_SECS=2
 run chat_pairs.js -e STAGES=1s:2,5s:2 -e SESSION_SECS=4 -e MSG_INTERVAL_MS=100 -e GRACE_MS=1500 -e DROP_AFTER_SECS=1.5 \
   -e BACKOFF_MIN_MS=100 -e BACKOFF_MAX_MS=400

@@ -104,14 +104,18 @@ await_gate() {
 }
 
 : >"$WORK/roll.out"
+# `gate roll` comes once the stream has acked its first messages (the client waits for them).
 if await_gate roll; then
-    sleep 2 # the stream is running
     ROLL_T0=$(date +%s)
     for n in lb-n1 lb-n2 lb-n3; do
         if [ "$n" = lb-n2 ]; then
-            # Fresh clients connect through nginx during this node's drain delay.
+            # Fresh clients connect during this node's drain delay: once its /readyz says 503.
             kill -TERM "${NODE_PID[$n]}"
-            sleep 0.3
+            if wait_http "http://127.0.0.1:${NODE_PORT[$n]}/readyz" "$DRAIN_DELAY" 503 2>>"$WORK/roll.out"; then
+                pass "$n: /readyz answers 503 after SIGTERM, within its drain delay"
+            else
+                fail "$n: /readyz answers 503 after SIGTERM, within its drain delay" "$WORK/roll.out"
+            fi
             touch "$GATES/probe"
         fi
         if stop_node "$n" $((GRACE + 10)) 2>>"$WORK/roll.out"; then

@@ -6,7 +6,10 @@ table of docs/operations.md).
       [--node-id n1 ...]
 
 - every metric name of the contract appears on at least one node, with the label names listed
-  there (`chat_events_total{event}` must have series with an `event` label);
+  there (`chat_events_total{event}` must have series with an `event` label); in cluster mode
+  (unless --embedded) the targeted fan-out's series too: `chat_redis_pubsub_received_total`
+  counted the cross-node traffic on every node, `chat_fanout_dropped_total` has exactly its
+  reasons and nothing failed to decode;
 - the latencies are histograms (`# TYPE x histogram`, `_bucket` series incl. `le="0.1"`, the SLO
   boundary alerts.yml relies on, plus `_sum`/`_count`), never summaries (`quantile`);
 - every chat_* series carries `node` = the node's NODE_ID;
@@ -45,12 +48,23 @@ CONTRACT = {
     "chat_http_requests_total": ["method", "route", "status"],
     "chat_http_request_duration_seconds": ["method", "route"],
     "chat_rate_limited_total": ["kind"],
+    "chat_http_connections_closed_total": ["reason"],
+    "chat_sessions_expired_total": [],
     "chat_node_info": ["node", "version"],
     "process_cpu_seconds_total": [],
     "process_resident_memory_bytes": [],
 }
 # Not in §8 but selected by deploy/prometheus/alerts.yml and the dashboard.
 EXTRA = {"chat_ready": []}
+# Cluster mode with the targeted fan-out (the default with REDIS_URL), as documented in the
+# Metrics table of docs/operations.md: required unless --embedded.
+CLUSTER = {
+    "chat_redis_pubsub_received_total": [],
+    "chat_fanout_dropped_total": ["reason"],
+    "chat_redis_pubsub_lagged_total": [],
+}
+# `chat_fanout_dropped_total{reason}`: the reasons of src/coord/fanout/targeted.rs (all at 0 at start).
+FANOUT_DROP_REASONS = {"lagged", "decode", "emit", "subscriptions_full"}
 # Series that only exist after a failure: checked only when --require-failure-series lists them.
 # None any more: the node creates every failure counter at 0 for its known labels when it starts,
 # so they are required like every other series.
@@ -116,12 +130,16 @@ def main():
     ap.add_argument("--metrics", action="append", required=True, help="base URL of a node's metrics port")
     ap.add_argument("--node-id", action="append", default=[], help="NODE_ID of each --metrics, same order")
     ap.add_argument("--tokens", help="tokens.json with {users: {name: id}}: ids that must not be label values")
+    ap.add_argument("--embedded", action="store_true",
+                    help="the nodes run without Redis: the cluster-only series are not required")
     ap.add_argument("--require-failure-series", default="",
                     help="comma-separated failure-only metrics that must exist too (the caller produced them)")
     args = ap.parse_args()
 
     contract = dict(CONTRACT)
     contract.update(EXTRA)
+    if not args.embedded:
+        contract.update(CLUSTER)
     required_failure = {x for x in args.require_failure_series.split(",") if x}
 
     nodes = []
@@ -214,6 +232,18 @@ def main():
     kinds = {l.get("kind") for _, _, samples, _ in nodes for n, l, _ in samples if n == "chat_rate_limited_total"}
     report(f"chat_rate_limited_total has every kind and no other ({', '.join(sorted(k or '' for k in kinds))})",
            kinds == RATE_LIMIT_KINDS, {"missing": sorted(RATE_LIMIT_KINDS - kinds), "unknown": sorted(k or "" for k in kinds - RATE_LIMIT_KINDS)})
+    if not args.embedded:
+        for base, _, samples, _ in nodes:
+            reasons = {l.get("reason") for n, l, _ in samples if n == "chat_fanout_dropped_total"}
+            report(f"{base}: chat_fanout_dropped_total has every reason and no other ({', '.join(sorted(r or '' for r in reasons))})",
+                   reasons == FANOUT_DROP_REASONS,
+                   {"missing": sorted(FANOUT_DROP_REASONS - reasons), "unknown": sorted(r or "" for r in reasons - FANOUT_DROP_REASONS)})
+            # Nobody else publishes on the user channels: every message received decodes.
+            decode = sum(float(v) for n, l, v in samples if n == "chat_fanout_dropped_total" and l.get("reason") == "decode")
+            report(f"{base}: no targeted fan-out message failed to decode ({decode:g})", decode == 0)
+            # Every node held sockets that received messages from other nodes' senders.
+            received = sum(float(v) for n, _, v in samples if n == "chat_redis_pubsub_received_total")
+            report(f"{base}: chat_redis_pubsub_received_total counted the cross-node traffic ({received:g} > 0)", received > 0)
     for base, _, samples, _ in nodes:
         report(f"{base}: {len(samples)} series (bound {MAX_SERIES_PER_NODE})", len(samples) <= MAX_SERIES_PER_NODE)
     return 1 if failures else 0

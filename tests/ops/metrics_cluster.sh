@@ -152,7 +152,8 @@ time.sleep(30)
 PY
     LOCK_PID=$!
     PIDS+=("$LOCK_PID")
-    for _ in $(seq 100); do grep -q locked "$WORK/lock.out" && break; sleep 0.1; done
+    check "another process holds the store's write lock" bash -c \
+        'for _ in $(seq 100); do grep -q locked "$1" && exit 0; sleep 0.1; done; cat "$1"; exit 1' _ "$WORK/lock.out"
     touch "$GATES/db-locked"
 fi
 if await_gate db-unlocked; then
@@ -171,6 +172,7 @@ if await_gate redis-up; then
 fi
 wait "$TRAFFIC_PID"
 TRAFFIC_RC=$?
+TRAFFIC_END=$(date +%s.%N)
 if [ -s "$WORK/recovery.out" ]; then fail "every node ready again within 60 s of Redis' restart" "$WORK/recovery.out"; fi
 grep -v '^gate ' "$WORK/traffic.out" >"$WORK/traffic.report"
 tally traffic bash -c 'cat "$1"; exit "$2"' _ "$WORK/traffic.report" "$TRAFFIC_RC"
@@ -186,7 +188,36 @@ tally metrics python3 "$OPS_DIR/metrics_assert.py" \
     --require-failure-series chat_db_errors_total,chat_redis_errors_total
 
 # ----------------------------------------------------------------------------- Prometheus
-sleep 3 # a few scrapes and rule evaluations after the last traffic
+# prom_caught_up T: every target scraped and every rule group evaluated more than 2 s after T
+# (epoch seconds; both run every second), so that rates see the traffic that ended at T.
+prom_caught_up() {
+    python3 - "$PROM" "$1" <<'PY'
+import json, sys, time, urllib.request
+from datetime import datetime
+url, since = sys.argv[1], float(sys.argv[2]) + 2
+def ts(s):  # RFC 3339 with nanoseconds; fromisoformat takes at most microseconds
+    head, _, zone = s.replace("Z", "+00:00").partition("+")
+    if "." in head:
+        base, frac = head.split(".")
+        head = f"{base}.{frac[:6]}"
+    return datetime.fromisoformat(f"{head}+{zone}").timestamp()
+deadline, last = time.time() + 60, None
+while time.time() < deadline:
+    try:
+        t = json.load(urllib.request.urlopen(url + "/api/v1/targets?state=active", timeout=5))["data"]["activeTargets"]
+        g = json.load(urllib.request.urlopen(url + "/api/v1/rules", timeout=5))["data"]["groups"]
+        last = [(x["scrapeUrl"], x["lastScrape"]) for x in t] + [(y["name"], y["lastEvaluation"]) for y in g]
+        if t and g and all(ts(x["lastScrape"]) > since for x in t) and all(ts(y["lastEvaluation"]) > since for y in g):
+            print(f"{len(t)} targets scraped and {len(g)} rule groups evaluated after the traffic")
+            sys.exit(0)
+    except Exception as e:  # not there yet
+        last = e
+    time.sleep(0.2)
+print(f"Prometheus did not catch up within 60 s: {last}")
+sys.exit(1)
+PY
+}
+check "Prometheus scraped every node and evaluated every rule group after the last traffic" prom_caught_up "$TRAFFIC_END"
 check "Prometheus still scrapes all 3 nodes" prom_targets_up 3
 check "every recording and alert rule evaluates on the real data without error" python3 - "$PROM" <<'PY'
 import json, sys, urllib.request

@@ -9,7 +9,9 @@
 //   a gap in `seq` on a live message triggers the same catch-up;
 // - receipts: `mark_as_delivered` when a message reaches this tab, `mark_as_read` when the
 //   conversation is on screen; the sender's ticks follow `messages_delivered` / `messages_read`;
-// - `unauthorized` at connect means the token expired: refresh it and connect again.
+// - `unauthorized` at connect means the token expired: refresh it and connect again;
+//   `session_expired` says the same of a connected socket just before the server closes its
+//   transport: refresh now, so the automatic reconnect carries the fresh token.
 
 import { io, type Socket } from "socket.io-client";
 
@@ -166,6 +168,12 @@ export class Chat {
         for (const p of c.participants) if (p._id === e.userId) p.online = e.online;
       }
       this.emit("list");
+    });
+    s.on("session_expired", async () => {
+      // The transport closes next and the client reconnects by itself; `auth` reads `this.me`
+      // then. A session that cannot refresh ends at that reconnect's `unauthorized`.
+      const fresh = await session.refresh(this.me);
+      if (fresh) this.me = fresh;
     });
     s.on("error", (e: { code: string; message: string; event: string }) => {
       this.showNotice({ kind: "error", text: `${e.event}: ${e.message}` });

@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use crate::{
     client,
     cluster::Cluster,
+    cost::CostMeter,
     errors::Errors,
     infra::{Res, ServerView, ThreadMeter},
     opts::Opts,
@@ -26,6 +27,7 @@ pub async fn run(o: &Opts, name: &str, nodes: usize) -> Res<Value> {
     let ack_rtts = Arc::new(Mutex::new(Vec::<u64>::new()));
     let server = ServerView::start(&cluster.nodes).await;
     let threads = ThreadMeter::start(cluster.nodes.iter().map(|n| n.pid()).collect());
+    let cost = CostMeter::start(&cluster).await;
     let cpu = cluster.cpu_meter();
     let start = Instant::now();
     let deadline = start + Duration::from_secs(o.secs);
@@ -64,6 +66,7 @@ pub async fn run(o: &Opts, name: &str, nodes: usize) -> Res<Value> {
     rec.drain(phase, 0, Duration::from_secs(10)).await;
     let server = server.finish().await;
     let s = rec.summary(phase, secs);
+    let per_message = cost.finish(s.received).await;
     let mut rtts = std::mem::take(&mut *ack_rtts.lock().unwrap());
     rtts.sort_unstable();
     pairs.close().await;
@@ -87,5 +90,6 @@ pub async fn run(o: &Opts, name: &str, nodes: usize) -> Res<Value> {
         "cpu_cores": cpu,
         "node_threads_cores": threads,
         "server": server,
+        "per_message": per_message,
     }))
 }

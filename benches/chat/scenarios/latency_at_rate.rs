@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 
 use crate::{
     cluster::Cluster,
+    cost::CostMeter,
     infra::{Res, ServerView, ThreadMeter},
     opts::Opts,
     paced::paced,
@@ -19,6 +20,7 @@ pub async fn run(o: &Opts) -> Res<Value> {
     let pairs = setup_pairs(&cluster, "latency_at_rate", o.pairs, 1, &rec, o.connect_concurrency).await?;
     let server = ServerView::start(&cluster.nodes).await;
     let threads = ThreadMeter::start(cluster.nodes.iter().map(|n| n.pid()).collect());
+    let cost = CostMeter::start(&cluster).await;
     let cpu = cluster.cpu_meter();
     let p = paced(&pairs, &rec, 1, o.rate, o.secs).await;
     let cpu = cpu.finish();
@@ -26,6 +28,7 @@ pub async fn run(o: &Opts) -> Res<Value> {
     rec.drain(1, p.sent - p.errors.count.load(Ordering::Relaxed), Duration::from_secs(10)).await;
     let server = server.finish().await;
     let s = rec.summary(1, o.secs as f64);
+    let per_message = cost.finish(s.received).await;
     pairs.close().await;
     Ok(json!({
         "scenario": "latency_at_rate",
@@ -48,5 +51,6 @@ pub async fn run(o: &Opts) -> Res<Value> {
         "cpu_cores": cpu,
         "node_threads_cores": threads,
         "server": server,
+        "per_message": per_message,
     }))
 }

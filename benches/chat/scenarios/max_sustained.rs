@@ -6,6 +6,7 @@ use serde_json::{Value, json};
 
 use crate::{
     cluster::Cluster,
+    cost::CostMeter,
     infra::{Res, ServerView, ThreadMeter},
     opts::Opts,
     paced::paced,
@@ -24,6 +25,7 @@ pub async fn run(o: &Opts) -> Res<Value> {
         let phase = 10 + i as u16;
         let server = ServerView::start(&cluster.nodes).await;
         let threads = ThreadMeter::start(cluster.nodes.iter().map(|n| n.pid()).collect());
+        let cost = CostMeter::start(&cluster).await;
         let cpu = cluster.cpu_meter();
         let p = paced(&pairs, &rec, phase, rate, o.step_secs).await;
         let cpu = cpu.finish();
@@ -31,6 +33,7 @@ pub async fn run(o: &Opts) -> Res<Value> {
         rec.drain(phase, p.sent - p.errors.count.load(Ordering::Relaxed), Duration::from_secs(5)).await;
         let server = server.finish().await;
         let s = rec.summary(phase, o.step_secs as f64);
+        let per_message = cost.finish(s.received).await;
         let achieved = s.received_per_sec();
         let ok = s.latency.p99_ms <= o.max_p99_ms && achieved >= 0.9 * rate as f64 && s.lost == 0;
         eprintln!("  max_sustained: {rate}/s -> achieved {achieved}/s, p99 {} ms, held={ok}", s.latency.p99_ms);
@@ -46,6 +49,7 @@ pub async fn run(o: &Opts) -> Res<Value> {
             "cpu_cores": cpu,
             "node_threads_cores": threads,
             "server": server,
+            "per_message": per_message,
             "held": ok,
         }));
         if ok {

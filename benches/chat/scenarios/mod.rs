@@ -5,6 +5,7 @@
 //! [`ALL`], an arm in [`run`], and a line in main.rs's module doc.
 
 mod closed_loop;
+mod fanout_scaling;
 mod idle_memory;
 mod latency_at_rate;
 mod max_sustained;
@@ -15,8 +16,15 @@ use serde_json::Value;
 use crate::{infra::Res, opts::Opts};
 
 /// Every scenario, in the order a run without `BENCH_SCENARIOS` takes them.
-pub const ALL: &[&str] =
-    &["single_node", "cross_node", "latency_at_rate", "max_sustained", "idle_memory", "reconnect_storm"];
+pub const ALL: &[&str] = &[
+    "single_node",
+    "cross_node",
+    "latency_at_rate",
+    "max_sustained",
+    "fanout_scaling",
+    "idle_memory",
+    "reconnect_storm",
+];
 
 /// Runs the scenario `name` (one of [`ALL`]).
 pub async fn run(name: &str, o: &Opts) -> Res<Value> {
@@ -25,6 +33,7 @@ pub async fn run(name: &str, o: &Opts) -> Res<Value> {
         "cross_node" => closed_loop::run(o, "cross_node", 3).await,
         "latency_at_rate" => latency_at_rate::run(o).await,
         "max_sustained" => max_sustained::run(o).await,
+        "fanout_scaling" => fanout_scaling::run(o).await,
         "idle_memory" => idle_memory::run(o).await,
         "reconnect_storm" => reconnect_storm::run(o).await,
         other => Err(format!("unknown scenario {other:?}; known: {ALL:?}").into()),

@@ -89,6 +89,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- if le (int .Values.config.shutdownGraceSecs) (int .Values.config.drainDelaySecs) -}}
 {{- fail "jobsphere-chat: config.shutdownGraceSecs must exceed config.drainDelaySecs." -}}
 {{- end -}}
+{{- if le (int .Values.config.shutdownGraceSecs) (int (add .Values.config.drainDelaySecs .Values.config.drainCloseWindowSecs)) -}}
+{{- fail "jobsphere-chat: config.shutdownGraceSecs must exceed config.drainDelaySecs + config.drainCloseWindowSecs." -}}
+{{- end -}}
 {{- if and .Values.jwtPublicKey.pem .Values.jwtPublicKey.existingConfigMap -}}
 {{- fail "jobsphere-chat: set jwtPublicKey.pem or jwtPublicKey.existingConfigMap, not both." -}}
 {{- end -}}

@@ -2,8 +2,13 @@
 //! users' cached views, answer the caller, then publish.
 //!
 //! Order of what the sending socket sees: its ack `{message}`, then
-//! `message_delivered`, then `new_message` like every other socket of both participants. A
-//! retried send (same clientMessageId) is answered with the original and not published again.
+//! `message_delivered`, then `new_message` like every other socket of both participants.
+//!
+//! Once the store has committed a message, its fan-out is attempted whatever fails next: a
+//! failed cache invalidation still publishes (the caller gets `unavailable` and retries). A
+//! retried send (same clientMessageId) is answered with the original and published again, so
+//! a first attempt that failed after its commit still reaches the connected recipients;
+//! clients dedupe `new_message` by `_id` (docs/events.md).
 
 use tokio::time::Instant;
 use tracing::instrument;
@@ -87,24 +92,28 @@ impl ChatService {
                 client_message_id: input.client_message_id,
             })
             .await?;
-        self.invalidate(&[me.id(), receiver]).await?;
+        // Committed: from here on nothing may skip the fan-out.
+        let invalidated = self.invalidate(&[me.id(), receiver]).await;
         if inserted.created {
             metrics::counter!(m::MESSAGES_TOTAL, "type" => message_type.as_str()).increment(1);
         }
         let sent = Sent { message: inserted.message, created: inserted.created };
         let message = &sent.message;
-        if let Origin::Socket { id, ack } = origin {
+        // A caller told `unavailable` gets no ack nor `message_delivered`: its retry does.
+        if invalidated.is_ok()
+            && let Origin::Socket { id, ack } = origin
+        {
             ack(&MessageBody { message });
             let delivered = MessageDelivered { client_message_id: &message.client_message_id, message };
             let _ = self.publish(Audience::Socket(id.to_owned()), &ServerEvent::MessageDelivered(delivered)).await;
         }
         if sent.created {
             m::record_message_latency(received_at.elapsed());
-            let to = Audience::Users(vec![message.sender_id.clone(), message.receiver_id.clone()]);
-            // Persisted and acknowledged even if this fails (counted by `publish`): recipients
-            // get it through `sync` on their next reconnect.
-            let _ = self.publish(to, &ServerEvent::NewMessage(NewMessage { message })).await;
         }
-        Ok(sent)
+        let to = Audience::Users(vec![message.sender_id.clone(), message.receiver_id.clone()]);
+        // Persisted even if this fails (counted by `publish`): recipients get it through `sync`
+        // on their next reconnect, or from the fan-out of a retry.
+        let _ = self.publish(to, &ServerEvent::NewMessage(NewMessage { message })).await;
+        invalidated.map(|()| sent)
     }
 }

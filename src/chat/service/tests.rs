@@ -31,6 +31,10 @@ struct Kit {
 }
 
 fn kit(messages_per_window: u32) -> Kit {
+    kit_with(messages_per_window, Arc::new(LocalCache::default()))
+}
+
+fn kit_with(messages_per_window: u32, cache: Arc<dyn crate::coord::Cache>) -> Kit {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Arc::new(SqliteStore::open(&dir.path().join("chat.db")).expect("open sqlite"));
     let fanout = Arc::new(MemoryFanout::default());
@@ -39,7 +43,7 @@ fn kit(messages_per_window: u32) -> Kit {
         Backends {
             store,
             presence: Arc::new(LocalPresence::default()),
-            cache: Arc::new(LocalCache::default()),
+            cache,
             limiter: Arc::new(LocalRateLimiter::new(&[(LimitKind::Message, quota)])),
             fanout: fanout.clone(),
         },
@@ -119,11 +123,83 @@ async fn a_socket_send_acks_then_tells_the_socket_then_fans_out() {
         ]
     );
 
-    // A retry is answered with the original and not fanned out again.
+    // A retry is answered with the original and published again (recipients dedupe by _id),
+    // in case the first attempt failed after its commit.
     let again = k.chat.send_message(&who("alice"), send(&conv, "hi", Some("c-1")), Origin::Rest).await.unwrap();
     assert!(!again.created);
     assert_eq!(again.message.id, sent.message.id);
-    assert!(k.fanout.take().is_empty(), "a retried send publishes nothing");
+    assert_eq!(
+        k.fanout.take(),
+        vec![Published {
+            to: Audience::Users(vec!["alice".into(), "bob".into()]),
+            event: "new_message",
+            data: json!({ "message": message }),
+        }],
+        "a retried send is delivered again"
+    );
+}
+
+/// A cache whose invalidation fails once broken (Redis down right after the store's commit).
+#[derive(Default)]
+struct BrokenInvalidation(LocalCache, std::sync::atomic::AtomicBool);
+
+#[async_trait::async_trait]
+impl crate::coord::Cache for BrokenInvalidation {
+    async fn get(
+        &self,
+        kind: crate::coord::CacheKind,
+        user: &str,
+        variant: &str,
+    ) -> crate::coord::CoordResult<(Option<String>, crate::coord::Generation)> {
+        self.0.get(kind, user, variant).await
+    }
+    async fn put(
+        &self,
+        kind: crate::coord::CacheKind,
+        user: &str,
+        variant: &str,
+        gen_: crate::coord::Generation,
+        value: String,
+    ) -> crate::coord::CoordResult<()> {
+        self.0.put(kind, user, variant, gen_, value).await
+    }
+    async fn invalidate(&self, users: &[&str]) -> crate::coord::CoordResult<()> {
+        if self.1.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(crate::coord::CoordError::Unavailable("invalidation refused by the test".into()));
+        }
+        self.0.invalidate(users).await
+    }
+}
+
+#[tokio::test]
+async fn a_committed_message_is_published_even_when_invalidation_fails() {
+    let cache = Arc::new(BrokenInvalidation::default());
+    let k = kit_with(100, cache.clone());
+    let conv2 = k.conversation().await;
+    cache.1.store(true, std::sync::atomic::Ordering::SeqCst);
+    let acked = Arc::new(Mutex::new(0));
+    let count = acked.clone();
+    let ack = Box::new(move |_: &crate::chat::responses::MessageBody<'_>| *count.lock().unwrap() += 1);
+    let res =
+        k.chat.send_message(&who("alice"), send(&conv2, "hi", Some("c-9")), Origin::Socket { id: "s", ack }).await;
+    assert!(matches!(res, Err(ApiError::Unavailable)), "the caller is told: {res:?}");
+    assert_eq!(*acked.lock().unwrap(), 0, "no success ack for a failed call");
+    let published = k.fanout.take();
+    assert_eq!(published.len(), 1, "{published:?}");
+    assert_eq!(
+        (published[0].event, &published[0].to),
+        ("new_message", &Audience::Users(vec!["alice".into(), "bob".into()]))
+    );
+    // The client's retry, once the cache answers again: acked, told, delivered again.
+    cache.1.store(false, std::sync::atomic::Ordering::SeqCst);
+    let count = acked.clone();
+    let ack = Box::new(move |_: &crate::chat::responses::MessageBody<'_>| *count.lock().unwrap() += 1);
+    let retry =
+        k.chat.send_message(&who("alice"), send(&conv2, "hi", Some("c-9")), Origin::Socket { id: "s", ack }).await;
+    assert!(!retry.expect("the retry succeeds").created);
+    assert_eq!(*acked.lock().unwrap(), 1);
+    let events: Vec<_> = k.fanout.take().iter().map(|p| p.event).collect();
+    assert_eq!(events, ["message_delivered", "new_message"]);
 }
 
 #[tokio::test]

@@ -23,6 +23,8 @@ pub enum ServerEvent<'a> {
     UserStatus(&'a UserStatus),
     /// `error` to a socket whose failed event had no ack callback.
     Error(EventError<'a>),
+    /// `session_expired` to a socket whose token ran out (its transport is closed next).
+    SessionExpired(SessionExpired),
 }
 
 impl ServerEvent<'_> {
@@ -35,6 +37,7 @@ impl ServerEvent<'_> {
             Self::MessagesDelivered(_) => "messages_delivered",
             Self::UserStatus(_) => "user_status",
             Self::Error(_) => "error",
+            Self::SessionExpired(_) => "session_expired",
         }
     }
 }
@@ -77,6 +80,15 @@ pub struct MessagesDelivered<'a> {
 }
 
 #[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionExpired {
+    /// Always `token_expired` for now.
+    pub reason: &'static str,
+    /// The token's `exp`, RFC 3339.
+    pub expired_at: String,
+}
+
+#[derive(Debug, Serialize)]
 pub struct EventError<'a> {
     pub code: &'a str,
     pub message: String,
@@ -111,5 +123,8 @@ mod tests {
         assert_eq!(serde_json::to_value(&e).unwrap(), json!({ "conversationId": "c", "upToSeq": 2 }));
         let e = ServerEvent::Error(EventError { code: "validation", message: "m".into(), event: "x" });
         assert_eq!(serde_json::to_value(&e).unwrap(), json!({ "code": "validation", "message": "m", "event": "x" }));
+        let e = ServerEvent::SessionExpired(SessionExpired { reason: "token_expired", expired_at: "t".into() });
+        assert_eq!(e.name(), "session_expired");
+        assert_eq!(serde_json::to_value(&e).unwrap(), json!({ "reason": "token_expired", "expiredAt": "t" }));
     }
 }

@@ -41,13 +41,16 @@ use fred::{
 use futures::{StreamExt, future::try_join_all};
 use serde::{Deserialize, Serialize};
 use socketioxide::adapter::Adapter;
-use tokio::task::JoinHandle;
+use tokio::{task::JoinHandle, time::Instant};
 
 use super::{
     Audience, Fanout, FanoutError, ServerEvent,
     socketio::{SocketIoFanout, conversation_room, user_room},
 };
-use crate::{coord::redis::keys, telemetry::metrics as m};
+use crate::{
+    coord::{presence::tracker::SWEEP_GRACE, redis::keys},
+    telemetry::metrics as m,
+};
 
 /// Most users one node keeps subscriptions for (far above what a node's sockets reach).
 pub const MAX_USERS: usize = 200_000;
@@ -76,9 +79,22 @@ struct WireIn {
     data: serde_json::Value,
 }
 
-/// One user's sockets on this node. The async lock serializes that user's subscribe and
-/// unsubscribe, so a connect and a disconnect of the same user cannot cross in Redis.
-type Sockets = Arc<tokio::sync::Mutex<HashSet<String>>>;
+/// One user's sockets on this node, with when each was attached. The async lock serializes
+/// that user's subscribe and unsubscribe, so a connect and a disconnect of the same user cannot
+/// cross in Redis.
+type Sockets = Arc<tokio::sync::Mutex<HashMap<String, Instant>>>;
+
+/// The sockets of `sockets` that [`Fanout::retain`] forgets: not `live`, and attached longer
+/// than [`SWEEP_GRACE`] ago. A socket is attached inside its connect middleware, before
+/// socketioxide lists it as connected, so a sweep that took its `live` snapshot meanwhile must
+/// not unsubscribe it (it would stay connected and never receive an event again).
+fn gone_sockets(sockets: &HashMap<String, Instant>, live: &HashSet<String>, now: Instant) -> Vec<String> {
+    sockets
+        .iter()
+        .filter(|(id, at)| !live.contains(*id) && now.saturating_duration_since(**at) > SWEEP_GRACE)
+        .map(|(id, _)| id.clone())
+        .collect()
+}
 
 /// The node's own list of subscribed users (the source of truth for re-subscription).
 struct Subscriptions {
@@ -129,13 +145,13 @@ impl Subscriptions {
                 tracing::warn!(error = %e, "subscribing to a user's events failed");
             }
         }
-        sockets.insert(socket.to_owned());
+        sockets.insert(socket.to_owned(), Instant::now());
     }
 
     async fn detach(&self, user: &str, socket: &str) {
         let Some(entry) = self.users().get(user).cloned() else { return };
         let mut sockets = entry.lock().await;
-        if sockets.remove(socket) && sockets.is_empty() {
+        if sockets.remove(socket).is_some() && sockets.is_empty() {
             let channel = keys::user_events(&self.prefix, user);
             if let Err(e) = self.subscriber.sunsubscribe(channel).await {
                 // Harmless: events for this user still reach this node and find no socket.
@@ -240,7 +256,7 @@ impl<A: Adapter> Fanout for TargetedFanout<A> {
     async fn retain(&self, live: &HashSet<String>) {
         let entries: Vec<(String, Sockets)> = self.subs.users().iter().map(|(u, s)| (u.clone(), s.clone())).collect();
         for (user, entry) in entries {
-            let gone: Vec<String> = entry.lock().await.iter().filter(|s| !live.contains(*s)).cloned().collect();
+            let gone = gone_sockets(&*entry.lock().await, live, Instant::now());
             for socket in gone {
                 self.subs.detach(&user, &socket).await;
             }
@@ -323,6 +339,24 @@ mod tests {
 
     use super::*;
     use crate::coord::fanout::event::UserTyping;
+
+    #[test]
+    fn a_sweep_keeps_sockets_still_connecting_and_live_ones() {
+        let now = Instant::now();
+        let old = now - SWEEP_GRACE - Duration::from_secs(1);
+        let sockets: HashMap<String, Instant> = [
+            ("connecting".to_owned(), now), // attached, not yet listed by socketioxide
+            ("live".to_owned(), old),
+            ("closed".to_owned(), old),
+        ]
+        .into();
+        let live: HashSet<String> = ["live".to_owned()].into();
+        assert_eq!(gone_sockets(&sockets, &live, now), vec!["closed".to_owned()]);
+        // Once past the grace, a socket that never showed up is forgotten too.
+        let mut later = gone_sockets(&sockets, &live, now + SWEEP_GRACE * 2);
+        later.sort();
+        assert_eq!(later, vec!["closed".to_owned(), "connecting".to_owned()]);
+    }
 
     #[test]
     fn the_wire_format_carries_version_event_conversation_and_payload() {

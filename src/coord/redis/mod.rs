@@ -108,8 +108,10 @@ impl Cluster {
         // Listen before `init()` (called by `new_with_fred_config`) so that the first event seen
         // is the initial connection, which the re-subscriber skips.
         let reconnects = self.subscriber.reconnect_rx();
+        let received = self.subscriber.message_rx();
         let ctr = RedisAdapterCtr::new_with_fred_config(self.subscriber.clone(), config).await?;
         spawn_resubscriber(self.subscriber.clone(), reconnects);
+        spawn_received_counter(received);
         Ok(ctr)
     }
 
@@ -156,6 +158,23 @@ impl SharedBackend for Cluster {
         })
         .await;
     }
+}
+
+/// Counts what the adapter's subscriber receives (`chat_redis_adapter_received_total`): with
+/// `CHAT_FANOUT=adapter` every node receives every event of the cluster, the cost that grows
+/// with the node count. A lagging counter still counts what it skipped: the node received it.
+fn spawn_received_counter(mut rx: tokio::sync::broadcast::Receiver<fred::types::Message>) {
+    use tokio::sync::broadcast::error::RecvError;
+    let received = metrics::counter!(crate::telemetry::metrics::REDIS_ADAPTER_RECEIVED_TOTAL);
+    tokio::spawn(async move {
+        loop {
+            match rx.recv().await {
+                Ok(_) => received.increment(1),
+                Err(RecvError::Lagged(n)) => received.increment(n),
+                Err(RecvError::Closed) => return,
+            }
+        }
+    });
 }
 
 /// After a reconnect the subscriber no longer receives remote broadcasts until its shard
