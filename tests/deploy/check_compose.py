@@ -23,6 +23,8 @@ import sys
 
 import yaml
 
+from checks import Checks
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 COMPOSE = DEPLOY / "compose.yaml"
@@ -59,26 +61,11 @@ def seconds(duration):
     return int(m.group(1))
 
 
-class Checks:
-    def __init__(self):
-        self.failed = 0
-
-    def check(self, name, fn):
-        try:
-            fn()
-        except Exception as e:
-            self.failed += 1
-            msg = str(e) if isinstance(e, AssertionError) else f"{type(e).__name__}: {e}"
-            print(f"FAIL compose: {name}: {msg}")
-        else:
-            print(f"PASS compose: {name}")
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--prometheus-config-out")
     args = ap.parse_args()
-    c = Checks()
+    c = Checks("compose")
     raw = COMPOSE.read_text()
     state = {}
 

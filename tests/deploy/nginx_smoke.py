@@ -29,6 +29,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import render_nginx  # noqa: E402
+from checks import Checks  # noqa: E402
 
 
 class Echo(BaseHTTPRequestHandler):
@@ -83,26 +84,11 @@ def backend_of(port, path, **kw):
     return json.loads(data)
 
 
-class Checks:
-    def __init__(self):
-        self.failed = 0
-
-    def check(self, name, fn):
-        try:
-            fn()
-        except Exception as e:
-            self.failed += 1
-            msg = str(e) if isinstance(e, AssertionError) else f"{type(e).__name__}: {e}"
-            print(f"FAIL nginx: {name}: {msg}")
-        else:
-            print(f"PASS nginx: {name}")
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--nginx", default=shutil.which("nginx") or "/usr/sbin/nginx")
     args = ap.parse_args()
-    c = Checks()
+    c = Checks("nginx")
 
     runtime = pathlib.Path(tempfile.mkdtemp(prefix="chat-lb-"))
     os.chmod(runtime, 0o755)  # nginx workers drop to `nobody` when started as root

@@ -23,6 +23,8 @@ import sys
 
 import yaml
 
+from checks import Checks
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "jobsphere-chat"
 
@@ -59,25 +61,6 @@ EXPECTED_KINDS = {
                "Secret", "HorizontalPodAutoscaler", "ServiceMonitor", "PrometheusRule", "NetworkPolicy",
                "HTTPRoute", "Pod"},
 }
-
-
-class Checks:
-    def __init__(self):
-        self.failed = 0
-        self.passed = 0
-
-    def check(self, name, fn):
-        try:
-            fn()
-        except AssertionError as e:
-            self.failed += 1
-            print(f"FAIL {name}: {e}")
-        except Exception as e:  # a crash in a check is a failure of that check, not of the run
-            self.failed += 1
-            print(f"FAIL {name}: {type(e).__name__}: {e}")
-        else:
-            self.passed += 1
-            print(f"PASS {name}")
 
 
 def one(docs, kind, pred=lambda d: True):
