@@ -5,20 +5,21 @@
 //! collide: every client here has at most one outstanding ack; paced (open-loop) senders emit
 //! without acks and take `message_delivered` as the server's confirmation.
 
-use std::{
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
+use crate::{
+    infra::Res,
+    kit::{
+        auth::token,
+        sio::{self, fire, first_value, once},
+    },
+};
 use futures::FutureExt;
 use serde_json::Value;
 use tf_rust_socketio::{
     Event, Payload, TransportType,
     asynchronous::{Client, ClientBuilder},
 };
-use tokio::sync::oneshot;
-
-use crate::infra::{Res, token};
 
 pub type OnEvent = Arc<dyn Fn(Value) + Send + Sync>;
 pub type OnClose = Arc<dyn Fn() + Send + Sync>;
@@ -34,27 +35,9 @@ pub struct Handlers {
     pub close: Option<OnClose>,
 }
 
-fn first_value(p: &Payload) -> Value {
-    match p {
-        Payload::Text(v, _) => v.first().cloned().unwrap_or(Value::Null),
-        #[allow(deprecated)]
-        Payload::String(s, _) => serde_json::from_str(s).unwrap_or(Value::String(s.clone())),
-        Payload::Binary(_, _) => Value::Null,
-    }
-}
-
-type Once<T> = Arc<Mutex<Option<oneshot::Sender<T>>>>;
-
-fn fire<T>(slot: &Once<T>, v: T) {
-    if let Some(tx) = slot.lock().ok().and_then(|mut t| t.take()) {
-        let _ = tx.send(v);
-    }
-}
-
 /// Connects `user` to `base` over websocket and waits until the namespace connect succeeded.
 pub async fn connect(base: &str, user: &str, h: Handlers) -> Res<Client> {
-    let (tx, rx) = oneshot::channel::<Result<(), String>>();
-    let slot: Once<Result<(), String>> = Arc::new(Mutex::new(Some(tx)));
+    let (slot, rx) = once::<Result<(), String>>();
     let (s1, s2) = (slot.clone(), slot.clone());
     let connected = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let closed_once = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -114,22 +97,10 @@ pub async fn connect(base: &str, user: &str, h: Handlers) -> Res<Client> {
 
 /// Emits with an ack and waits for it (one outstanding ack per client, see the module doc).
 pub async fn emit_ack(client: &Client, event: &str, payload: Value) -> Res<Value> {
-    let (tx, rx) = oneshot::channel::<Value>();
-    let slot: Once<Value> = Arc::new(Mutex::new(Some(tx)));
-    client
-        .emit_with_ack(event, Payload::Text(vec![payload], None), ACK_TIMEOUT, move |p: Payload, _c: Client| {
-            let v = match first_value(&p) {
-                Value::Array(mut a) if a.len() == 1 => a.remove(0),
-                v => v,
-            };
-            fire(&slot, v);
-            async {}.boxed()
-        })
-        .await?;
-    Ok(tokio::time::timeout(ACK_TIMEOUT, rx).await.map_err(|_| format!("no ack for {event}"))??)
+    Ok(sio::emit_ack(client, event, payload, ACK_TIMEOUT).await?)
 }
 
 /// Emits without an ack.
 pub async fn emit(client: &Client, event: &str, payload: Value) -> Res<()> {
-    Ok(client.emit(event, Payload::Text(vec![payload], None)).await?)
+    Ok(sio::emit(client, event, payload).await?)
 }

@@ -1,10 +1,13 @@
 //! The nodes (and Redis) one scenario runs against, and the CPU meter over all of them.
 
-use crate::infra::{CpuMeter, NodeProc, Redis, Res};
+use crate::{
+    infra::{self, CpuMeter, NodeProc, Res},
+    kit::redis::RedisServer,
+};
 
 pub struct Cluster {
     _dir: tempfile::TempDir,
-    pub redis: Option<Redis>,
+    pub redis: Option<RedisServer>,
     pub nodes: Vec<NodeProc>,
 }
 
@@ -17,7 +20,7 @@ impl Cluster {
     /// [`Cluster::start`] with extra node environment (e.g. `CHAT_FANOUT`).
     pub async fn start_with(n: usize, env: &[(&str, &str)]) -> Res<Self> {
         let dir = tempfile::tempdir()?;
-        let redis = if n > 1 { Some(Redis::start().await?) } else { None };
+        let redis = if n > 1 { Some(infra::start_redis().await?) } else { None };
         let prefix = format!("bench{}", std::process::id());
         let mut nodes = Vec::new();
         for i in 0..n {

@@ -1,124 +1,49 @@
-//! Processes under test: the release `jobsphere-chat` binary and a `redis-server`, each on free
-//! loopback ports, plus /proc readings (RSS, CPU time) of them and of the load generator itself.
+//! Processes under test, started with the shared kit: the release `jobsphere-chat` binary and a
+//! `redis-server`, each on free loopback ports; plus /proc readings (RSS, CPU time) of them and
+//! of the load generator itself, and the node-side histograms.
 
 use std::{
-    net::TcpListener as StdListener,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::Stdio,
     time::{Duration, Instant},
 };
 
-use jobsphere_chat::{
-    auth::Jwt,
-    chat::model::{Role, User},
-};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-pub const SECRET: &str = "bench-secret-0123456789abcdef-0123456789abcdef";
+use crate::kit::{
+    auth::{SECRET, token},
+    node::{Launch, NodeProcess, lifted_rate_limits},
+    redis::RedisServer,
+    rest,
+};
+
 /// Rate limits far above anything the load generator can offer.
 pub const NO_LIMIT: &str = "100000000";
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type Res<T> = Result<T, BoxError>;
 
-pub fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
-}
-
 /// The node binary: `BENCH_BIN`, else the release binary cargo built for this bench
 /// (`cargo bench` builds every bin target of the package with the bench profile, i.e. release).
 pub fn bin_path() -> PathBuf {
-    std::env::var_os("BENCH_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_jobsphere-chat")))
+    std::env::var_os("BENCH_BIN").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(crate::kit::node::NODE_BIN))
 }
 
-pub fn token(user: &str) -> String {
-    let u =
-        User { id: user.to_owned(), name: format!("Bench {user}"), email: None, role: Role::Customer, avatar: None };
-    Jwt::from_secret(SECRET.as_bytes()).sign(&u, Duration::from_secs(12 * 3600)).expect("sign token")
+/// A `redis-server` on a free port (no persistence, room for every bench socket's node
+/// connections), killed on drop.
+pub async fn start_redis() -> Res<RedisServer> {
+    Ok(RedisServer::try_start(&["--maxclients", "20000"]).await?)
 }
 
-/// A `redis-server` on a free port (no persistence), killed on drop.
-pub struct Redis {
-    pub port: u16,
-    child: Child,
-    _dir: tempfile::TempDir,
-}
-
-impl Redis {
-    pub async fn start() -> Res<Self> {
-        let dir = tempfile::tempdir()?;
-        let port = free_port();
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .args(["--maxclients", "20000"])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("redis-server must be installed: {e}"))?;
-        let r = Self { port, child, _dir: dir };
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while Instant::now() < deadline {
-            if redis_ping(port).await {
-                return Ok(r);
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        Err(format!("redis-server did not answer on port {port}").into())
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn redis_ping(port: u16) -> bool {
-    let Ok(Ok(mut s)) =
-        tokio::time::timeout(Duration::from_millis(500), tokio::net::TcpStream::connect(("127.0.0.1", port))).await
-    else {
-        return false;
-    };
-    if s.write_all(b"PING\r\n").await.is_err() {
-        return false;
-    }
-    let mut buf = [0u8; 7];
-    matches!(tokio::time::timeout(Duration::from_millis(500), s.read_exact(&mut buf)).await, Ok(Ok(_)))
-        && &buf == b"+PONG\r\n"
-}
-
-/// A real node process. Killed (SIGKILL) on drop.
+/// A real node process, its log in `<data dir>/<id>.log`. Killed (SIGKILL) on drop.
 pub struct NodeProc {
     pub id: String,
     pub base: String,
     /// `http://127.0.0.1:<metrics port>`.
     pub metrics: String,
-    pub log: PathBuf,
-    child: Option<Child>,
+    /// Kept after a kill, so a meter started before it still names the process.
     pid: u32,
-}
-
-/// `CHAT_RATE_LIMITS` that lifts every cost class besides messages and connects.
-fn no_cost_limits() -> String {
-    ["typing", "receipt", "presence", "sync", "join", "create", "read"]
-        .iter()
-        .map(|k| format!("{k}={NO_LIMIT}/1s"))
-        .collect::<Vec<_>>()
-        .join(",")
+    proc: NodeProcess,
 }
 
 impl NodeProc {
@@ -131,88 +56,60 @@ impl NodeProc {
         prefix: &str,
         env: &[(&str, &str)],
     ) -> Res<Self> {
-        let (port, metrics_port) = (free_port(), free_port());
         let log = data_dir.join(format!("{id}.log"));
-        let mut cmd = Command::new(bin_path());
-        cmd.env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("CHAT_ADDR", format!("127.0.0.1:{port}"))
-            .env("CHAT_METRICS_ADDR", format!("127.0.0.1:{metrics_port}"))
-            .env("CHAT_DATA_DIR", data_dir)
-            .env("CHAT_REDIS_PREFIX", prefix)
-            .env("JWT_SECRET", SECRET)
-            .env("NODE_ID", id)
-            .env("RATE_LIMIT_MESSAGES", NO_LIMIT)
-            .env("RATE_LIMIT_CONNECTS", NO_LIMIT)
+        let mut vars: Vec<(String, String)> = vec![
+            ("PATH".into(), std::env::var("PATH").unwrap_or_default()),
+            ("CHAT_DATA_DIR".into(), data_dir.display().to_string()),
+            ("CHAT_REDIS_PREFIX".into(), prefix.into()),
+            ("JWT_SECRET".into(), SECRET.into()),
+            ("NODE_ID".into(), id.into()),
+            ("RATE_LIMIT_MESSAGES".into(), NO_LIMIT.into()),
+            ("RATE_LIMIT_CONNECTS".into(), NO_LIMIT.into()),
             // Every other cost class too: a bench measures the server, not its budgets.
-            .env("CHAT_RATE_LIMITS", no_cost_limits())
-            .env("CHAT_DRAIN_DELAY_SECS", "0")
-            .env("CHAT_SHUTDOWN_GRACE_SECS", "5")
-            .env("RUST_LOG", std::env::var("BENCH_NODE_LOG").unwrap_or_else(|_| "warn".into()))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log)?);
+            ("CHAT_RATE_LIMITS".into(), lifted_rate_limits(&format!("{NO_LIMIT}/1s"))),
+            ("CHAT_DRAIN_DELAY_SECS".into(), "0".into()),
+            ("CHAT_SHUTDOWN_GRACE_SECS".into(), "5".into()),
+            ("RUST_LOG".into(), std::env::var("BENCH_NODE_LOG").unwrap_or_else(|_| "warn".into())),
+        ];
         if let Some(r) = redis_url {
-            cmd.env("REDIS_URL", r);
+            vars.push(("REDIS_URL".into(), r.into()));
         }
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
+        vars.extend(env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
         // Experiments: extra node environment, `BENCH_NODE_ENV="K=V,K2=V2"`.
         for kv in std::env::var("BENCH_NODE_ENV").unwrap_or_default().split(',').filter(|s| !s.is_empty()) {
             let (k, v) = kv.split_once('=').ok_or_else(|| format!("BENCH_NODE_ENV: {kv:?} is not K=V"))?;
-            cmd.env(k.trim(), v.trim());
+            vars.push((k.trim().to_owned(), v.trim().to_owned()));
         }
-        let child = cmd.spawn().map_err(|e| format!("spawn {}: {e}", bin_path().display()))?;
-        let pid = child.id();
-        let node = Self {
-            id: id.to_owned(),
-            base: format!("http://127.0.0.1:{port}"),
-            metrics: format!("http://127.0.0.1:{metrics_port}"),
-            log,
-            child: Some(child),
-            pid,
+        let launch = Launch {
+            bin: &bin_path(),
+            args: &[],
+            env: &vars,
+            stderr: Stdio::from(std::fs::File::create(&log)?),
+            ready_within: Duration::from_secs(30),
         };
-        node.wait_ready().await?;
-        Ok(node)
-    }
-
-    async fn wait_ready(&self) -> Res<()> {
-        let http = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(r) = http.get(format!("{}/readyz", self.base)).send().await
-                && r.status() == 200
-            {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                let log = std::fs::read_to_string(&self.log).unwrap_or_default();
-                return Err(format!("node {} never became ready; log:\n{log}", self.id).into());
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        let proc = NodeProcess::spawn(launch).await.map_err(|e| {
+            let log = std::fs::read_to_string(&log).unwrap_or_default();
+            format!("node {id}: {e}; log:\n{log}")
+        })?;
+        Ok(Self { id: id.to_owned(), base: proc.base.clone(), metrics: proc.metrics.clone(), pid: proc.pid(), proc })
     }
 
     pub fn pid(&self) -> u32 {
         self.pid
     }
 
+    /// Not killed.
+    pub fn is_running(&self) -> bool {
+        self.proc.is_running()
+    }
+
     /// SIGKILL, no cleanup of any kind.
     pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.proc.kill9();
     }
 
     pub fn rss(&self) -> u64 {
         rss_of(self.pid)
-    }
-}
-
-impl Drop for NodeProc {
-    fn drop(&mut self) {
-        self.kill9();
     }
 }
 
@@ -293,22 +190,14 @@ pub fn round2(x: f64) -> f64 {
 pub async fn conversation(http: &reqwest::Client, base: &str, me: &str, other: &str) -> Res<String> {
     let mut last = String::new();
     for _ in 0..5 {
-        match http
-            .post(format!("{base}/api/chat/conversations"))
-            .bearer_auth(token(me))
-            .json(&json!({ "participantId": other }))
-            .send()
-            .await
-        {
+        match rest::create_conversation(http, base, &token(me), other).await {
             Ok(r) => {
-                let status = r.status().as_u16();
-                let body: Value = r.json().await.unwrap_or(Value::Null);
-                if let Some(id) = body["data"]["_id"].as_str() {
+                if let Some(id) = r.body["data"]["_id"].as_str() {
                     return Ok(id.to_owned());
                 }
-                last = format!("{status} {body}");
+                last = format!("{} {}", r.status, r.body);
             }
-            Err(e) => last = e.to_string(),
+            Err(e) => last = e,
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -317,13 +206,8 @@ pub async fn conversation(http: &reqwest::Client, base: &str, me: &str, other: &
 
 /// Sends a message over REST; `Ok(())` on 201.
 pub async fn rest_send(http: &reqwest::Client, base: &str, me: &str, conv: &str, content: &str) -> Res<()> {
-    let r = http
-        .post(format!("{base}/api/chat/conversations/{conv}/messages"))
-        .bearer_auth(token(me))
-        .json(&json!({ "content": content }))
-        .send()
-        .await?;
-    if r.status().as_u16() == 201 { Ok(()) } else { Err(format!("send: {} {}", r.status(), r.text().await?).into()) }
+    let r = rest::send_message(http, base, &token(me), conv, content).await?;
+    if r.status == 201 { Ok(()) } else { Err(format!("send: {} {}", r.status, r.body).into()) }
 }
 
 /// A Prometheus histogram summed over nodes: cumulative bucket counts by upper bound.
@@ -414,7 +298,7 @@ const SERVER_HISTS: &[(&str, &str, &[&str])] = &[
 
 impl ServerView {
     pub async fn start(nodes: &[NodeProc]) -> Self {
-        let urls: Vec<String> = nodes.iter().filter(|n| n.child.is_some()).map(|n| n.metrics.clone()).collect();
+        let urls: Vec<String> = nodes.iter().filter(|n| n.is_running()).map(|n| n.metrics.clone()).collect();
         let mut snaps = Vec::new();
         for (_, m, f) in SERVER_HISTS {
             snaps.push(Hist::scrape(&urls, m, f).await);

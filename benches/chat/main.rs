@@ -31,9 +31,15 @@
 //!
 //! Layout: `scenarios/` holds one module per scenario (a new one is a file there plus a line in
 //! its `mod.rs`); `cluster` starts the nodes, `pairs` the sender/receiver sockets, `paced` the
-//! open-loop senders; `infra` the processes and /proc meters, `cost` the per-message cost (Redis
-//! `INFO`, node CPU, deliveries), `client` the Socket.IO client,
-//! `stats` the send→receive bookkeeping, `results` the load/RESULTS.md section.
+//! open-loop senders; `infra` the node and Redis processes (launched with the kit the
+//! integration tests share, `tests/kit`) and the /proc meters, `cost` the per-message cost
+//! (Redis `INFO`, node CPU, deliveries), `client` the Socket.IO client, `stats` the
+//! send→receive bookkeeping, `results` the load/RESULTS.md section.
+
+// The kit the integration tests share; not every helper is used here.
+#[allow(dead_code)]
+#[path = "../../tests/kit/mod.rs"]
+mod kit;
 
 mod client;
 mod cluster;
