@@ -100,6 +100,7 @@ async fn check<A: Adapter>(
     }
     s.join(user_room(identity.id()));
     s.extensions.insert(identity);
+    super::handlers::register_events(s, state);
     Ok(())
 }
 
