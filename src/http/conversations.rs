@@ -8,6 +8,7 @@ use axum::{
     routing::{get, post},
 };
 use serde::Deserialize;
+use tracing::Instrument;
 
 use super::extract::{ApiJson, ApiQuery, Caller, OptionalJson};
 use crate::{
@@ -164,12 +165,16 @@ async fn send_message(
     };
     // On a task of its own: the REST timeout drops this handler, and must not drop a send
     // that has committed before its fan-out. Counted in flight, so a drain waits for it
-    // before it closes the fan-out.
+    // before it closes the fan-out. The task stays in the request's span, so its store and
+    // Redis spans remain children of `http_request` in the trace.
     let (chat, in_flight) = (st.chat.clone(), st.in_flight.enter());
-    let sent = tokio::spawn(async move {
-        let _in_flight = in_flight;
-        chat.send_message(&me, input, Origin::Rest).await
-    })
+    let sent = tokio::spawn(
+        async move {
+            let _in_flight = in_flight;
+            chat.send_message(&me, input, Origin::Rest).await
+        }
+        .in_current_span(),
+    )
     .await
     .map_err(|e| {
         tracing::warn!(error = %e, "send_message task failed");

@@ -12,6 +12,9 @@ use crate::{
     telemetry::metrics as m,
 };
 
+/// A connect slower than this is logged: it is a fifth of socketioxide's connect timeout.
+const SLOW_CONNECT: std::time::Duration = std::time::Duration::from_secs(2);
+
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     #[error("unauthorized")]
@@ -74,19 +77,30 @@ async fn check<A: Adapter>(
     })?;
     // Registered and counted before the client is told it is connected: a second device is
     // online everywhere by the time it can act, and a first message can name its sender.
+    let started = std::time::Instant::now();
+    tracing::debug!(sid = %s.id, user = identity.id(), "connect: verified");
     if state.chat.presence().local_sockets(identity.id()).await >= MAX_SOCKETS_PER_USER {
         metrics::counter!(m::RATE_LIMITED_TOTAL, "kind" => "sockets_per_user").increment(1);
         return Err(ConnectError::TooManySockets);
     }
+    tracing::debug!(sid = %s.id, "connect: counted");
     if let Err(e) = state.chat.register_user(&identity).await {
         tracing::warn!(error = %e, "user registration failed");
     }
+    tracing::debug!(sid = %s.id, "connect: registered");
     // Subscribed to the user's events (awaited inside), then in the user's room, and only then
     // is the client told it is connected (socketioxide sends `connect` after this middleware):
     // nothing published after the client sees `connect` can miss this socket.
     state.chat.socket_connected(identity.id(), &s.id.to_string()).await;
+    let took = started.elapsed();
+    tracing::debug!(sid = %s.id, ?took, "connect: attached");
+    if took > SLOW_CONNECT {
+        // socketioxide closes a session whose connect takes longer than its connect timeout.
+        tracing::warn!(sid = %s.id, ?took, "slow connect middleware (registration, presence, subscription)");
+    }
     s.join(user_room(identity.id()));
     s.extensions.insert(identity);
+    super::handlers::register_events(s, state);
     Ok(())
 }
 

@@ -195,33 +195,25 @@ fn record_conversation(id: &str) {
     tracing::Span::current().record("conversation_id", id);
 }
 
-/// Runs synchronously when socketioxide calls the connect handler, so every event handler is
-/// in place before the socket's next packet is read. Presence, the fan-out subscription and the
-/// user room were done by the middleware.
-pub fn on_connect<A: Adapter>(state: &AppState, s: &SocketRef<A>) {
-    let Some(me) = s.extensions.get::<Identity>() else {
-        // Unreachable: the middleware inserts it; refuse rather than serve anonymously.
-        let _ = s.clone().disconnect();
-        return;
-    };
+/// The connect handler: counts the socket. Its event and disconnect handlers were registered by
+/// the middleware ([`register_events`]), as were presence, the fan-out subscription and the
+/// user room.
+pub fn on_connect() {
     metrics::counter!(m::SOCKET_CONNECTS_TOTAL).increment(1);
     metrics::gauge!(m::SOCKET_CONNECTIONS).increment(1.0);
-    register_events(s, state);
-    if !s.connected() {
-        // Closed before the disconnect handler existed: clean up here (the periodic presence
-        // sweep would catch it too).
-        let (st, user, sid) = (state.clone(), me.user.id.clone(), s.id.to_string());
-        tokio::spawn(async move {
-            metrics::gauge!(m::SOCKET_CONNECTIONS).decrement(1.0);
-            st.chat.socket_disconnected(&user, &sid).await;
-        });
-    }
 }
 
 /// One fallback handler routes every event (see [`dispatch`]) instead of one `on(..)` per event:
 /// socketioxide keeps per-socket handlers in a map of boxed closures, ≈ 0.9 KiB per socket for
 /// our nine events.
-fn register_events<A: Adapter>(s: &SocketRef<A>, state: &AppState) {
+///
+/// Called at the end of the connect middleware, before socketioxide sends `connect`: the
+/// connect handler runs on another task after that packet is queued, and a client that emits
+/// the moment it sees `connect` (over long-polling its next POST may be read on another worker
+/// thread) would otherwise reach a socket with no handler, and its event would vanish with no
+/// ack. The disconnect handler is in place from the same moment, so a socket that closes before
+/// the connect handler ran is still cleaned up.
+pub fn register_events<A: Adapter>(s: &SocketRef<A>, state: &AppState) {
     let st = state.clone();
     let in_flight = SocketEvents::default();
     s.on_fallback(move |s: SocketRef<A>, Event(name): Event, TryData(v): TryData<Value>, reply: Reply<A>| {

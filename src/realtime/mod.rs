@@ -52,15 +52,13 @@ pub fn builder() -> SocketIoBuilder {
 
 /// Registers the `/` namespace; returns the adapter's init result (a future for Redis).
 pub fn register<A: Adapter + DefinedAdapter>(io: &SocketIo<A>, state: AppState) -> A::InitRes {
-    let st = state.clone();
     let middleware = move |s: SocketRef<A>, TryData(auth): TryData<serde_json::Value>| {
-        let st = st.clone();
+        let st = state.clone();
         async move { connect::authenticate(&st, &s, auth.ok()).await }
     };
-    // Not an async block: the registration must happen inside the call, before socketioxide
-    // reads the socket's next packet (it spawns the returned future).
-    let handler = move |s: SocketRef<A>| {
-        handlers::on_connect(&state, &s);
+    // The event handlers are registered by the middleware (see `handlers::register_events`).
+    let handler = move |_: SocketRef<A>| {
+        handlers::on_connect();
         std::future::ready(())
     };
     io.ns("/", handler.with(middleware))

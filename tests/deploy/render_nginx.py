@@ -27,8 +27,12 @@ COMPOSE = {
     "access_log": "/dev/stdout chat",
 }
 
-# Passive health: one failed connect takes a node out for 5 s (nginx then re-hashes elsewhere).
-SERVER_PARAMS = "max_fails=1 fail_timeout=5s"
+# No passive health marking (max_fails=0): a refused connect goes on to the next node at once
+# (proxy_next_upstream), for every request. With marking, a node that failed once (while it was
+# restarting) is only clear again when a request to it *completes*; a websocket completes when it
+# closes, so a node reached by websockets only stays "failed", gets one new socket per
+# fail_timeout, and when the next node drains nginx answers 502 "no live upstreams" to everyone.
+SERVER_PARAMS = "max_fails=0"
 
 
 def render(listen, upstreams, runtime_dir, access_log, template=TEMPLATE):

@@ -5,9 +5,11 @@
 #                       dashboard/alert query in full mode
 #   lb_cluster.sh       3 nodes behind nginx (the deploy template): websocket, polling, rolling
 #                       restart with the official socket.io-client
+#   storm.sh            300 clients from one address through nginx survive a rolling restart
+#                       with a connection budget below one node's sockets (no 429, no one stuck)
 #   otlp_trace.sh       OTLP/HTTP export: handler, store and Redis spans
 #
-#   bash tests/ops/check.sh [metrics_cluster lb_cluster otlp_trace]
+#   bash tests/ops/check.sh [metrics_cluster lb_cluster storm otlp_trace]
 #
 # Prints every check of every script, then `N passed, M failed` over all of them; exit 1 when
 # any script failed. Environment: see tests/ops/lib.sh (CHAT_BIN, TOOLS_DIR, KEEP_WORK).
@@ -18,7 +20,7 @@ passed=0
 failed=0
 rc_all=0
 scripts=("$@")
-[ ${#scripts[@]} -gt 0 ] || scripts=(metrics_cluster lb_cluster otlp_trace)
+[ ${#scripts[@]} -gt 0 ] || scripts=(metrics_cluster lb_cluster storm otlp_trace)
 out="$(mktemp)"
 trap 'rm -f "$out"' EXIT
 for s in "${scripts[@]}"; do

@@ -33,6 +33,7 @@ impl ChatService {
     /// subscribes), then presence, then partners are told if `user` came online.
     pub async fn socket_connected(&self, user: &str, socket: &str) {
         self.fanout.attach(user, socket).await;
+        tracing::debug!(socket, "connect: subscribed");
         match self.presence.socket_connected(user, socket).await {
             Ok(Transition::Online) => self.announce(user, true, None).await,
             Ok(_) => {}
