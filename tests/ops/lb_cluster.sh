@@ -52,18 +52,8 @@ fi
 
 # ----------------------------------------------------------------------------- nginx
 LBDIR="$WORK/nginx"
-mkdir -p "$LBDIR"
-chmod 755 "$WORK" "$LBDIR" # workers drop to an unprivileged user when nginx runs as root
-start_nginx() {
-    python3 tests/deploy/render_nginx.py --listen "127.0.0.1:$LBP" \
-        --upstream "127.0.0.1:$H1" --upstream "127.0.0.1:$H2" --upstream "127.0.0.1:$H3" \
-        --runtime-dir "$LBDIR" --access-log "$LBDIR/access.log chat" -o "$LBDIR/nginx.conf" || return 1
-    "$NGINX" -e stderr -p "$LBDIR" -c "$LBDIR/nginx.conf" -t -q || return 1
-    "$NGINX" -e stderr -p "$LBDIR" -c "$LBDIR/nginx.conf" -g 'daemon off;' >>"$WORK/nginx.log" 2>&1 &
-    PIDS+=("$!")
-    wait_http "http://127.0.0.1:$LBP/lb-health" 10 && wait_http "http://127.0.0.1:$LBP/readyz" 10
-}
-check "nginx from deploy/nginx/chat-lb.conf.template on 127.0.0.1:$LBP, 3 upstreams" start_nginx
+check "nginx from deploy/nginx/chat-lb.conf.template on 127.0.0.1:$LBP, 3 upstreams" \
+    start_lb "$NGINX" "$LBP" "$LBDIR" "$H1" "$H2" "$H3"
 [ "$FAILED" -eq 0 ] || summary
 
 # ----------------------------------------------------------------------------- users

@@ -133,6 +133,24 @@ wait_http() {
     return 1
 }
 
+# start_lb NGINX PORT DIR UPSTREAM_PORT...: nginx from deploy/nginx/chat-lb.conf.template
+# (tests/deploy/render_nginx.py) on 127.0.0.1:PORT in front of the local UPSTREAM_PORTs, its
+# runtime files and `DIR/access.log` (format `chat`) in DIR, its log in $WORK/nginx.log;
+# `nginx -t` first, then in the foreground until /lb-health and /readyz answer 200.
+start_lb() {
+    local nginx="$1" port="$2" dir="$3" ups=() p
+    shift 3
+    for p in "$@"; do ups+=(--upstream "127.0.0.1:$p"); done
+    mkdir -p "$dir"
+    chmod 755 "$WORK" "$dir" # workers drop to an unprivileged user when nginx runs as root
+    python3 "$ROOT/tests/deploy/render_nginx.py" --listen "127.0.0.1:$port" "${ups[@]}" \
+        --runtime-dir "$dir" --access-log "$dir/access.log chat" -o "$dir/nginx.conf" || return 1
+    "$nginx" -e stderr -p "$dir" -c "$dir/nginx.conf" -t -q || return 1
+    "$nginx" -e stderr -p "$dir" -c "$dir/nginx.conf" -g 'daemon off;' >>"$WORK/nginx.log" 2>&1 &
+    PIDS+=("$!")
+    wait_http "http://127.0.0.1:$port/lb-health" 10 && wait_http "http://127.0.0.1:$port/readyz" 10
+}
+
 # wait_port_free PORT SECONDS
 wait_port_free() {
     local deadline=$(($(date +%s) + $2))
