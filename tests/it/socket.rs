@@ -327,11 +327,20 @@ async fn retried_client_message_id_is_deduplicated() {
     assert_eq!(bobs["seq"], 2, "the retry consumed no seq");
     let is_bobs = |v: &Value| v["message"]["_id"] == bobs["_id"];
     let of_first = |v: &Value| v["message"]["_id"] == first["_id"];
-    let on_b = drain_until(&b, "new_message", is_bobs).await;
-    let on_a = drain_until(&a, "new_message", is_bobs).await;
+    let mut on_b = drain_until(&b, "new_message", is_bobs).await;
+    let mut on_a = drain_until(&a, "new_message", is_bobs).await;
+    // The retry's own delivery is published after its ack, so it may come after bob's message:
+    // wait for the ones expected, then the sentinel, then count what else arrived.
+    while on_b.iter().filter(|v| of_first(v)).count() < 1 {
+        on_b.push(b.next_match("new_message", of_first).await);
+    }
+    while on_a.iter().filter(|v| of_first(v)).count() < 2 {
+        on_a.push(a.next_match("new_message", of_first).await);
+    }
     settle(&node.base, &[(&b, "bob"), (&a, "alice")]).await;
-    let on_b = on_b.iter().filter(|v| of_first(v)).count() + count_where(&b, "new_message", of_first).await;
-    let on_a = on_a.iter().filter(|v| of_first(v)).count() + count_where(&a, "new_message", of_first).await;
+    let late = |got: Vec<Value>| got.iter().filter(|v| of_first(v)).count();
+    let on_b = on_b.iter().filter(|v| of_first(v)).count() + late(b.take("new_message").await);
+    let on_a = on_a.iter().filter(|v| of_first(v)).count() + late(a.take("new_message").await);
     // A retry is delivered again (in case its first attempt failed after the commit); clients
     // dedupe by _id.
     assert_eq!(on_b, 1, "receiver got the message once per attempt (the first consumed above)");
