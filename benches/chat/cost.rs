@@ -25,6 +25,7 @@ const DELIVERY_COUNTERS: &[(&str, &str)] =
 #[derive(Debug, Clone, Default)]
 struct RedisInfo {
     cpu_secs: f64,
+    cpu_sys_secs: f64,
     commands: u64,
     calls: BTreeMap<String, u64>,
 }
@@ -48,7 +49,13 @@ async fn redis_info(port: u16) -> Res<RedisInfo> {
     for line in text.lines() {
         let Some((k, v)) = line.split_once(':') else { continue };
         match k {
-            "used_cpu_sys" | "used_cpu_user" => info.cpu_secs += v.trim().parse::<f64>().unwrap_or(0.0),
+            "used_cpu_sys" | "used_cpu_user" => {
+                let secs = v.trim().parse::<f64>().unwrap_or(0.0);
+                info.cpu_secs += secs;
+                if k == "used_cpu_sys" {
+                    info.cpu_sys_secs += secs;
+                }
+            }
             "total_commands_processed" => info.commands = v.trim().parse().unwrap_or(0),
             _ => {
                 // cmdstat_evalsha:calls=12,usec=...
@@ -104,7 +111,7 @@ impl CostMeter {
     }
 
     /// Per-message figures since `start`, over `messages` delivered messages:
-    /// `{ messages, node_cpu_ms, redis_cpu_us, redis_commands, redis_pubsub_deliveries,
+    /// `{ messages, node_cpu_ms, redis_cpu_us, redis_cpu_sys_us, redis_commands, redis_pubsub_deliveries,
     ///    redis_pubsub_deliveries_by_channel, redis_commands_by_name }`.
     pub async fn finish(&self, messages: u64) -> Value {
         let node_ticks: u64 = self.node_pids.iter().map(|p| cpu_ticks(*p)).sum();
@@ -129,6 +136,8 @@ impl CostMeter {
             .collect();
         by_name.sort_by(|a, b| b.1.total_cmp(&a.1));
         o["redis_cpu_us"] = json!(round2(per((after.cpu_secs - before.cpu_secs) * 1e6)));
+        // The kernel's share (socket reads/writes, waking the receiving processes) against Redis's own.
+        o["redis_cpu_sys_us"] = json!(round2(per((after.cpu_sys_secs - before.cpu_sys_secs) * 1e6)));
         o["redis_commands"] = json!(round2(per(commands as f64)));
         o["redis_pubsub_deliveries"] = json!(round2(per(d.iter().sum())));
         o["redis_pubsub_deliveries_by_channel"] = Value::Object(
