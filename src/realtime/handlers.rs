@@ -207,11 +207,10 @@ pub fn on_connect() {
 /// socketioxide keeps per-socket handlers in a map of boxed closures, ≈ 0.9 KiB per socket for
 /// our nine events.
 ///
-/// Called at the end of the connect middleware, before socketioxide sends `connect`: the
-/// connect handler runs on another task after that packet is queued, and a client that emits
-/// the moment it sees `connect` (over long-polling its next POST may be read on another worker
-/// thread) would otherwise reach a socket with no handler, and its event would vanish with no
-/// ack. The disconnect handler is in place from the same moment, so a socket that closes before
+/// Called at the end of the connect middleware, before socketioxide sends `connect`: it runs
+/// the connect handler only after queueing that packet, and meanwhile a client that emits the
+/// moment it sees `connect` can have its next packet read on another worker thread (a
+/// long-polling POST, for one). Without handlers yet, that event would vanish with no ack. The disconnect handler is in place from the same moment, so a socket that closes before
 /// the connect handler ran is still cleaned up.
 pub fn register_events<A: Adapter>(s: &SocketRef<A>, state: &AppState) {
     let st = state.clone();
