@@ -374,8 +374,14 @@ async fn rolling_sigterm_loses_no_acknowledged_message() {
             // bob's node drained: the client sees a transport close (any end of the session
             // ends this wait; a namespace disconnect would say "io server disconnect" and the
             // client would not reconnect) and reconnects to a survivor, as behind the LB.
+            // Either way the client reconnects by itself; what must never come is a namespace
+            // disconnect. A transport error is accepted too: the process exits right after its
+            // drain, and a close frame that races the exit can reach the client as a reset.
             let (name, why) = bob.next_of(&["close", "error"]).await;
-            assert_eq!((name.as_str(), why.as_str()), ("close", Some("transport close")), "{why}");
+            assert!(
+                matches!((name.as_str(), why.as_str()), ("close", Some("transport close")) | ("error", Some(_))),
+                "bob's session ended with {name}: {why:?}"
+            );
             bob_node = (k + 1) % 3;
             bob_moves += 1;
             bob = Sock::connect(&procs[bob_node].base, "bob").await;
