@@ -42,8 +42,7 @@ NODE_ENV_EXTRA=(
     "CHAT_DRAIN_DELAY_SECS=$DRAIN_DELAY" "CHAT_DRAIN_CLOSE_WINDOW_SECS=$CLOSE_WINDOW" "CHAT_SHUTDOWN_GRACE_SECS=$GRACE"
 )
 check "redis-server on 127.0.0.1:$RP" start_redis "$RP"
-if start_node lb-n1 "$H1" "$M1" >"$WORK/start.out" 2>&1 && start_node lb-n2 "$H2" "$M2" >>"$WORK/start.out" 2>&1 &&
-    start_node lb-n3 "$H3" "$M3" >>"$WORK/start.out" 2>&1; then
+if start_nodes lb "$H1" "$M1" "$H2" "$M2" "$H3" "$M3"; then
     pass "3 nodes ready (lb-n1 :$H1, lb-n2 :$H2, lb-n3 :$H3)"
 else
     fail "3 nodes ready" "$WORK/start.out"

@@ -250,6 +250,17 @@ node_env() {
     printf '%s\n' "${NODE_ENV_EXTRA[@]}"
 }
 
+# start_nodes PREFIX H1 M1 H2 M2 H3 M3: nodes PREFIX-n1..3 on those HTTP/metrics ports, one
+# after the other; their output goes to $WORK/start.out. Fails at the first that does not start.
+start_nodes() {
+    local prefix="$1"
+    shift
+    : >"$WORK/start.out"
+    start_node "$prefix-n1" "$1" "$2" >>"$WORK/start.out" 2>&1 &&
+        start_node "$prefix-n2" "$3" "$4" >>"$WORK/start.out" 2>&1 &&
+        start_node "$prefix-n3" "$5" "$6" >>"$WORK/start.out" 2>&1
+}
+
 # start_node NAME PORT METRICS_PORT: spawns the node (log in $WORK/NAME.log), waits for /readyz.
 start_node() {
     local name="$1"

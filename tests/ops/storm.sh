@@ -59,8 +59,7 @@ NODE_ENV_EXTRA=(
     "CHAT_SHUTDOWN_GRACE_SECS=$GRACE"
 )
 check "redis-server on 127.0.0.1:$RP" start_redis "$RP"
-if start_node st-n1 "$H1" "$M1" >"$WORK/start.out" 2>&1 && start_node st-n2 "$H2" "$M2" >>"$WORK/start.out" 2>&1 &&
-    start_node st-n3 "$H3" "$M3" >>"$WORK/start.out" 2>&1; then
+if start_nodes st "$H1" "$M1" "$H2" "$M2" "$H3" "$M3"; then
     pass "3 nodes ready (st-n1 :$H1, st-n2 :$H2, st-n3 :$H3), connection budget $CONNECTS per ${CONNECT_WINDOW}s per address"
 else
     fail "3 nodes ready" "$WORK/start.out"
