@@ -126,6 +126,11 @@ pub struct Config {
     /// per-commit fsync: survives a process crash, not a power loss).
     #[arg(long, env = "CHAT_SQLITE_SYNCHRONOUS", value_enum, default_value = "full")]
     pub sqlite_synchronous: crate::store::sqlite::Durability,
+    /// Async worker threads of this node. Unset: one per core this process may use (the cgroup
+    /// CPU limit included). Set it when several nodes share a host's cores: more runnable
+    /// workers than cores cost a context switch and a cross-thread wake-up per hop.
+    #[arg(long, env = "CHAT_WORKER_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub worker_threads: Option<u16>,
     /// Redis URL; set = cluster mode.
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,

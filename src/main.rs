@@ -28,7 +28,11 @@ fn main() -> anyhow::Result<()> {
         return runtime.block_on(jobsphere_chat::probe::healthcheck(&cli.config, args));
     }
     cli.config.validate().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = cli.config.worker_threads {
+        runtime.worker_threads(n.into());
+    }
+    let runtime = runtime.enable_all().build()?;
     runtime.block_on(async move {
         match cli.command.unwrap_or(Command::Serve) {
             Command::Healthcheck(args) => jobsphere_chat::probe::healthcheck(&cli.config, &args).await,

@@ -16,23 +16,31 @@ async fn devices_on_three_nodes_each_get_a_message_exactly_once() {
     let env = Env::cluster().await;
     let nodes = three_nodes(&env).await;
     let conv = Api::new(&nodes[0].base, "alice").conversation_with("bob").await;
-    // alice on n1; bob on n2 and n3; carol (a stranger) on n3.
+    // alice on n1 (sending) and n2; bob on n2 and n3; carol (a stranger) on n3.
     let a1 = Sock::connect(&nodes[0].base, "alice").await;
+    let a2 = Sock::connect(&nodes[1].base, "alice").await;
     let b2 = Sock::connect(&nodes[1].base, "bob").await;
     let b3 = Sock::connect(&nodes[2].base, "bob").await;
     let c3 = Sock::connect(&nodes[2].base, "carol").await;
     for i in 0..5 {
         let ack = a1.ack("send_message", json!({ "conversationId": conv, "content": format!("m{i}") })).await;
         let seq = ok(&ack)["message"]["seq"].clone();
-        for s in [&a1, &b2, &b3] {
+        assert_eq!(a1.next("message_delivered").await["message"]["seq"], seq);
+        for s in [&a1, &a2, &b2, &b3] {
             assert_eq!(s.next("new_message").await["message"]["seq"], seq);
         }
     }
+    // (This client runs each callback as its own task, so the order of the sending socket's
+    // events is checked with socket.io-client in tests/ops/lb_clients.cjs.)
     // n1 published all five before its sentinels, on the same Redis channel: once the sentinels
     // are in everywhere, a late cross-node duplicate would be too.
-    settle(&nodes[0].base, &[(&a1, "alice"), (&b2, "bob"), (&b3, "bob"), (&c3, "carol")]).await;
-    for s in [&a1, &b2, &b3] {
+    let all = [(&a1, "alice"), (&a2, "alice"), (&b2, "bob"), (&b3, "bob"), (&c3, "carol")];
+    settle(&nodes[0].base, &all).await;
+    for s in [&a1, &a2, &b2, &b3] {
         assert_eq!(s.count("new_message").await, 0, "a socket received a message twice");
+    }
+    for s in [&a1, &a2, &b2, &b3, &c3] {
+        assert_eq!(s.count("message_delivered").await, 0, "one message_delivered, to the sending socket only");
     }
     assert_eq!(c3.count("new_message").await, 0, "a stranger received a message");
 }

@@ -84,20 +84,49 @@ async function send(c, conv, text, cmid) {
   return ack(c.s, "send_message", { conversationId: conv, content: text, clientMessageId: cmid });
 }
 
+// send(c, conv, text, cmid) with the ack also recorded among the socket's events (as "(ack)"):
+// socket.io-client calls ack callbacks and event listeners in the order the packets arrived.
+function sendMarked(c, conv, text, cmid) {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve({ status: "timeout" }), 10000);
+    c.s.emit("send_message", { conversationId: conv, content: text, clientMessageId: cmid }, (r) => {
+      clearTimeout(timer);
+      c.s.events.push(["(ack)", r]);
+      resolve(r);
+    });
+  });
+}
+
+// Where the sending socket saw its own message: its ack, then message_delivered, then new_message.
+function senderOrder(c, id) {
+  const of = (name) => c.s.events.findIndex(([n, p]) => n === name && p && p.message && p.message._id === id);
+  const acked = c.s.events.findIndex(([n, p]) => n === "(ack)" && p && p.data && p.data.message._id === id);
+  const delivered = of("message_delivered");
+  const own = of("new_message");
+  return { ok: acked >= 0 && delivered > acked && own > delivered, acked, delivered, own };
+}
+
 async function exchange(label, senders, receivers, conv, n) {
   const ids = [];
   const acks = [];
+  const sent = [];
   for (let i = 0; i < n; i++) {
     const c = senders[i % senders.length];
-    const r = await send(c, conv, `${label} ${i} from ${c.name}`, `${label}-${RUN}-${i}`);
+    const r = await sendMarked(c, conv, `${label} ${i} from ${c.name}`, `${label}-${RUN}-${i}`);
     acks.push(r);
-    if (isOk(r)) ids.push(r.data.message._id);
+    if (isOk(r)) {
+      ids.push(r.data.message._id);
+      sent.push([c, r.data.message._id]);
+    }
   }
   expect(`${label}: ${n} sends through nginx acked`, acks.every(isOk) && ids.length === n, acks.filter((r) => !isOk(r)));
   const once = () => receivers.every((c) => ids.every((id) => count(c.s, "new_message", (p) => p.message._id === id) === 1));
   const good = await waitFor(once, 15000);
   expect(`${label}: each of ${receivers.length} sockets (${receivers.map((c) => `${c.name}@n${c.node || "?"}`).join(", ")}) got every new_message exactly once`,
     good, receivers.map((c) => [c.name, ids.map((id) => count(c.s, "new_message", (p) => p.message._id === id)).join("")]));
+  const orders = sent.map(([c, id]) => [c.name, senderOrder(c, id)]);
+  expect(`${label}: each sending socket saw its ack, then message_delivered, then its own new_message`,
+    orders.every(([, o]) => o.ok), orders.filter(([, o]) => !o.ok));
   return ids;
 }
 

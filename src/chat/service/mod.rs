@@ -7,9 +7,9 @@
 //! unread), [`receipts`] (read / delivered), [`typing`], [`presence`] (connect, disconnect,
 //! statuses, upkeep). Shared here: authorization, rate limits, caches and the counted publish.
 //!
-//! Ordering on a send: persist (seq assigned) → invalidate both users' cached views → answer
-//! the caller → fan out. Caches are bumped before the answer so any node's next read sees the
-//! write.
+//! Ordering on a send: persist (seq assigned) → invalidate both users' cached views and fan out
+//! to every other socket (together) → answer the caller → its own socket. Caches are bumped
+//! before the answer so any node's next read sees the write.
 
 use std::{sync::Arc, time::Duration};
 

@@ -111,16 +111,22 @@ async fn a_socket_send_acks_then_tells_the_socket_then_fans_out() {
         k.fanout.take(),
         vec![
             Published {
+                to: Audience::UsersExcept { users: vec!["alice".into(), "bob".into()], socket: "sock-1".into() },
+                event: "new_message",
+                data: json!({ "message": message }),
+            },
+            Published {
                 to: Audience::Socket("sock-1".into()),
                 event: "message_delivered",
                 data: json!({ "clientMessageId": "c-1", "message": message }),
             },
             Published {
-                to: Audience::Users(vec!["alice".into(), "bob".into()]),
+                to: Audience::Socket("sock-1".into()),
                 event: "new_message",
-                data: json!({ "message": message }),
+                data: json!({ "message": message })
             },
-        ]
+        ],
+        "every other socket, then the sender's: delivered, then its own copy"
     );
 
     // A retry is answered with the original and published again (recipients dedupe by _id),
@@ -185,10 +191,14 @@ async fn a_committed_message_is_published_even_when_invalidation_fails() {
     assert!(matches!(res, Err(ApiError::Unavailable)), "the caller is told: {res:?}");
     assert_eq!(*acked.lock().unwrap(), 0, "no success ack for a failed call");
     let published = k.fanout.take();
-    assert_eq!(published.len(), 1, "{published:?}");
+    let published: Vec<_> = published.iter().map(|p| (p.event, &p.to)).collect();
     assert_eq!(
-        (published[0].event, &published[0].to),
-        ("new_message", &Audience::Users(vec!["alice".into(), "bob".into()]))
+        published,
+        vec![
+            ("new_message", &Audience::UsersExcept { users: vec!["alice".into(), "bob".into()], socket: "s".into() }),
+            ("new_message", &Audience::Socket("s".into())),
+        ],
+        "delivered to everyone, the sender's socket included, with no message_delivered"
     );
     // The client's retry, once the cache answers again: acked, told, delivered again.
     cache.1.store(false, std::sync::atomic::Ordering::SeqCst);
@@ -199,7 +209,7 @@ async fn a_committed_message_is_published_even_when_invalidation_fails() {
     assert!(!retry.expect("the retry succeeds").created);
     assert_eq!(*acked.lock().unwrap(), 1);
     let events: Vec<_> = k.fanout.take().iter().map(|p| p.event).collect();
-    assert_eq!(events, ["message_delivered", "new_message"]);
+    assert_eq!(events, ["new_message", "message_delivered", "new_message"]);
 }
 
 #[tokio::test]

@@ -26,6 +26,10 @@ pub use event::ServerEvent;
 pub enum Audience {
     /// Every socket of these users, on every node.
     Users(Vec<String>),
+    /// Every socket of these users, on every node, except `socket` of this node: the sender's
+    /// own, which the caller serves after its ack, so this publish need not wait for the ack
+    /// (and may share a Redis round trip with the cache invalidation before it).
+    UsersExcept { users: Vec<String>, socket: String },
     /// The sockets of `user` that joined `conversation` (typing goes only to the other side).
     Joined { conversation: String, user: String },
     /// One socket of this node (the one a command came from).

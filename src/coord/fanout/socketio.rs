@@ -43,14 +43,14 @@ impl<A: Adapter> Fanout for SocketIoFanout<A> {
         if *closed {
             return Err(FanoutError("node is shutting down".into()));
         }
-        let rooms = match to {
-            Audience::Users(users) => users.iter().map(|u| user_room(u)).collect(),
-            Audience::Joined { conversation, user } => vec![conversation_room(&conversation, &user)],
+        let (rooms, except) = match to {
+            Audience::Users(users) => (users.iter().map(|u| user_room(u)).collect::<Vec<_>>(), None),
+            Audience::UsersExcept { users, socket } => (users.iter().map(|u| user_room(u)).collect(), Some(socket)),
+            Audience::Joined { conversation, user } => (vec![conversation_room(&conversation, &user)], None),
             Audience::Socket(id) => {
                 // The caller's own socket is on this node: no broadcast needed. A socket that
                 // went away meanwhile has no one left to tell.
-                let socket = Sid::from_str(&id).ok().and_then(|sid| self.io.get_socket(sid));
-                match socket.map(|s| s.emit(event.name(), event)) {
+                match self.socket(&id).map(|s| s.emit(event.name(), event)) {
                     Some(Err(e)) => tracing::debug!(error = %e, event = event.name(), "event to a closing socket"),
                     None => tracing::debug!(event = event.name(), "event to a socket that is gone"),
                     Some(Ok(())) => {}
@@ -58,7 +58,11 @@ impl<A: Adapter> Fanout for SocketIoFanout<A> {
                 return Ok(());
             }
         };
-        let res = self.io.to(rooms).emit(event.name(), event).await;
+        // Operators from a socket leave that socket out (gone already: nobody to leave out).
+        let res = match except.as_deref().and_then(|id| self.socket(id)) {
+            Some(socket) => socket.to(rooms).emit(event.name(), event).await,
+            None => self.io.to(rooms).emit(event.name(), event).await,
+        };
         drop(closed);
         res.map_err(|e| FanoutError(e.to_string()))
     }
@@ -80,11 +84,17 @@ impl<A: Adapter> Fanout for SocketIoFanout<A> {
 }
 
 impl<A: Adapter> SocketIoFanout<A> {
-    /// Emits to the sockets of `room` on this node only (no adapter broadcast); nothing after
-    /// [`Fanout::close`].
+    /// A socket of this node by id.
+    fn socket(&self, id: &str) -> Option<socketioxide::extract::SocketRef<A>> {
+        Sid::from_str(id).ok().and_then(|sid| self.io.get_socket(sid))
+    }
+
+    /// Emits to the sockets of `room` on this node only (no adapter broadcast), but `except` if
+    /// it is one of them; nothing after [`Fanout::close`].
     pub async fn emit_local<T: ?Sized + serde::Serialize>(
         &self,
         room: String,
+        except: Option<&str>,
         event: &str,
         data: &T,
     ) -> Result<(), FanoutError> {
@@ -92,7 +102,11 @@ impl<A: Adapter> SocketIoFanout<A> {
         if *closed {
             return Err(FanoutError("node is shutting down".into()));
         }
-        self.io.local().to(room).emit(event, data).await.map_err(|e| FanoutError(e.to_string()))
+        let res = match except.and_then(|id| self.socket(id)) {
+            Some(socket) => socket.local().to(room).emit(event, data).await,
+            None => self.io.local().to(room).emit(event, data).await,
+        };
+        res.map_err(|e| FanoutError(e.to_string()))
     }
 
     /// Whether [`Fanout::close`] has begun.

@@ -24,7 +24,9 @@
 //!   `chat_fanout_dropped_total{reason="lagged"}`. The node's list holds at most
 //!   [`MAX_USERS`] users, each with at most `MAX_SOCKETS_PER_USER` sockets.
 //!
-//! Events to one socket (`Audience::Socket`, the sender's own socket) never leave the node.
+//! Events to one socket (`Audience::Socket`, the sender's own socket) never leave the node; an
+//! event to users but one socket (`Audience::UsersExcept`) names that socket on the wire, and
+//! the node holding it leaves it out.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -67,6 +69,9 @@ struct Wire<'a, T: Serialize + ?Sized> {
     event: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     conversation: Option<&'a str>,
+    /// A socket that does not receive it (the sender's, served by its own node after the ack).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    except: Option<&'a str>,
     data: &'a T,
 }
 
@@ -76,6 +81,8 @@ struct WireIn {
     event: String,
     #[serde(default)]
     conversation: Option<String>,
+    #[serde(default)]
+    except: Option<String>,
     data: serde_json::Value,
 }
 
@@ -233,12 +240,13 @@ impl<A: Adapter> Fanout for TargetedFanout<A> {
         if self.local.is_closed().await {
             return Err(FanoutError("node is shutting down".into()));
         }
-        let (users, conversation) = match &to {
+        let (users, conversation, except) = match &to {
             Audience::Socket(_) => return self.local.publish(to, event).await,
-            Audience::Users(users) => (users.as_slice(), None),
-            Audience::Joined { conversation, user } => (std::slice::from_ref(user), Some(conversation.as_str())),
+            Audience::Users(users) => (users.as_slice(), None, None),
+            Audience::UsersExcept { users, socket } => (users.as_slice(), None, Some(socket.as_str())),
+            Audience::Joined { conversation, user } => (std::slice::from_ref(user), Some(conversation.as_str()), None),
         };
-        let wire = Wire { v: WIRE_V1, event: event.name(), conversation, data: event };
+        let wire = Wire { v: WIRE_V1, event: event.name(), conversation, except, data: event };
         let bytes = fred::bytes::Bytes::from(serde_json::to_vec(&wire).map_err(|e| FanoutError(e.to_string()))?);
         let prefix = &self.subs.prefix;
         try_join_all(users.iter().map(|u| self.spublish(keys::user_events(prefix, u), bytes.clone()))).await?;
@@ -306,7 +314,7 @@ async fn receive<A: Adapter>(
             Some(c) => conversation_room(c, user),
             None => user_room(user),
         };
-        if let Err(e) = local.emit_local(room, &wire.event, &wire.data).await {
+        if let Err(e) = local.emit_local(room, wire.except.as_deref(), &wire.event, &wire.data).await {
             metrics::counter!(m::FANOUT_DROPPED_TOTAL, "reason" => "emit").increment(1);
             tracing::debug!(error = %e, event = %wire.event, "local emit of a user event failed");
         }
@@ -361,13 +369,15 @@ mod tests {
     #[test]
     fn the_wire_format_carries_version_event_conversation_and_payload() {
         let e = ServerEvent::UserTyping(UserTyping { conversation_id: "c1", user_id: "u", is_typing: true });
-        let wire = Wire { v: WIRE_V1, event: e.name(), conversation: Some("c1"), data: &e };
+        let wire = Wire { v: WIRE_V1, event: e.name(), conversation: Some("c1"), except: None, data: &e };
         let bytes = serde_json::to_vec(&wire).unwrap();
         let back: WireIn = serde_json::from_slice(&bytes).unwrap();
         assert_eq!((back.v, back.event.as_str(), back.conversation.as_deref()), (1, "user_typing", Some("c1")));
         assert_eq!(back.data, json!({ "conversationId": "c1", "userId": "u", "isTyping": true }));
-        let wire = Wire { v: WIRE_V1, event: e.name(), conversation: None, data: &e };
+        let wire = Wire { v: WIRE_V1, event: e.name(), conversation: None, except: Some("s1"), data: &e };
         let v: serde_json::Value = serde_json::from_slice(&serde_json::to_vec(&wire).unwrap()).unwrap();
         assert!(v.get("conversation").is_none(), "{v}");
+        let back: WireIn = serde_json::from_slice(&serde_json::to_vec(&wire).unwrap()).unwrap();
+        assert_eq!(back.except.as_deref(), Some("s1"));
     }
 }
