@@ -83,7 +83,8 @@ struct WireIn {
     conversation: Option<String>,
     #[serde(default)]
     except: Option<String>,
-    data: serde_json::Value,
+    /// Passed on to the sockets as it came (no parse into a tree and serialization back).
+    data: Box<serde_json::value::RawValue>,
 }
 
 /// One user's sockets on this node, with when each was attached. The async lock serializes
@@ -373,7 +374,8 @@ mod tests {
         let bytes = serde_json::to_vec(&wire).unwrap();
         let back: WireIn = serde_json::from_slice(&bytes).unwrap();
         assert_eq!((back.v, back.event.as_str(), back.conversation.as_deref()), (1, "user_typing", Some("c1")));
-        assert_eq!(back.data, json!({ "conversationId": "c1", "userId": "u", "isTyping": true }));
+        let data: serde_json::Value = serde_json::from_str(back.data.get()).unwrap();
+        assert_eq!(data, json!({ "conversationId": "c1", "userId": "u", "isTyping": true }));
         let wire = Wire { v: WIRE_V1, event: e.name(), conversation: None, except: Some("s1"), data: &e };
         let v: serde_json::Value = serde_json::from_slice(&serde_json::to_vec(&wire).unwrap()).unwrap();
         assert!(v.get("conversation").is_none(), "{v}");
