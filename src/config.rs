@@ -474,6 +474,14 @@ mod tests {
     }
 
     #[test]
+    fn worker_threads_default_to_the_cores_and_are_bounded() {
+        assert_eq!(parse(&[]).unwrap().worker_threads, None, "unset: one per usable core");
+        assert_eq!(parse(&["--worker-threads", "1"]).unwrap().worker_threads, Some(1));
+        assert!(parse(&["--worker-threads", "0"]).is_err(), "a runtime needs a worker");
+        assert!(parse(&["--worker-threads", "5000"]).is_err(), "above the cap");
+    }
+
+    #[test]
     fn mongodb_settings_are_checked() {
         assert!(parse(&["--mongodb-timeout-ms", "50"]).is_err(), "below the floor");
         assert!(parse(&["--mongodb-timeout-ms", "600000"]).is_err(), "above the cap");

@@ -86,7 +86,7 @@ async fn every_key_has_a_ttl_or_an_owner() {
     // presence ×3, lastseen, gens, cached lists/unread, rate limits, heartbeats, node sets.
     assert!(seen >= 10, "the workload wrote the keys it should: {seen}");
     let kinds = cli(port, &[], &["--scan", "--pattern", &format!("{}*", env.prefix)]);
-    for part in [":presence:", ":lastseen:", ":gen:", ":cache:", ":rl:", ":{nodes}:heartbeat", ":{nodes}:users:"] {
+    for part in [":presence:", ":lastseen:", ":gen:", ":cache:", ":rlu:", ":{nodes}:heartbeat", ":{nodes}:users:"] {
         assert!(kinds.contains(part), "no {part} key after the workload:\n{kinds}");
     }
 }

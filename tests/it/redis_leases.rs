@@ -80,3 +80,19 @@ async fn small_budgets_ask_redis_for_every_event() {
     assert!(refused.is_err_and(|wait| wait > Duration::ZERO && wait <= Duration::from_secs(10)));
     assert_eq!(scripts_run(redis.port) - before, 4 + 3 + 1);
 }
+
+#[tokio::test]
+async fn budgets_above_a_thousand_per_second_grow_back_at_their_own_rate() {
+    let redis = RedisServer::start().await;
+    // 100,000 per second: one token every 10 µs. Counted in whole ms, the state grew back one
+    // token per ms (1,000 per second) and such a budget, once spent, refused nearly everything.
+    let q = Quota { limit: 100_000, window: Duration::from_secs(1) };
+    let n1 = limiter(&redis, q).await;
+    let burst = allowed_until_refused(&n1, 200_000).await;
+    assert!(burst >= 90_000, "the whole burst is allowed first: {burst}");
+    // What a tenth of a second grows back: about 10,000 tokens (at least 2,000 however slow
+    // this machine is; a ms-granular state gave back about 100).
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let grown = allowed_until_refused(&n1, 200_000).await;
+    assert!(grown >= 2_000, "only {grown} events allowed after 100 ms of a 100,000/s budget");
+}

@@ -25,7 +25,7 @@ async fn sentinel_failover_under_a_message_stream() {
     // (written by the sends after the failover) carry TTLs there.
     let p = &env.prefix;
     assert_eq!(cli(s.replica, &[], &["ROLE"]).lines().next(), Some("master"));
-    let rl = cli(s.replica, &[], &["--scan", "--pattern", &format!("{p}:rl:message:*")]);
+    let rl = cli(s.replica, &[], &["--scan", "--pattern", &format!("{p}:rlu:message:*")]);
     assert!(!rl.is_empty(), "rate-limit state on the new master");
     for key in rl.lines() {
         let ttl: i64 = cli(s.replica, &[], &["PTTL", key]).parse().unwrap_or(-3);

@@ -1,5 +1,5 @@
 //! Cluster-wide rate limits: GCRA in one Lua script (one key per subject, TTL = the time until
-//! the budget is full again): `P:rl:KIND:{SUBJECT}` (see [`crate::coord::redis::keys`]), one key
+//! the budget is full again): `P:rlu:KIND:{SUBJECT}` (see [`crate::coord::redis::keys`]), one key
 //! per script, declared, so any Redis Cluster shard runs it. Redis' own clock, so node clocks do
 //! not matter.
 //!
@@ -26,22 +26,24 @@ use crate::{
     telemetry::metrics::redis_op,
 };
 
-/// KEYS[1] state; ARGV interval ms, burst, tokens wanted (≥ 1). Returns {granted, wait ms}:
-/// granted ≥ 1 and wait 0, or granted 0 and the ms until one token is there. With 1 wanted this
-/// is plain GCRA.
+/// KEYS[1] state (the theoretical arrival time in µs); ARGV interval µs, burst, tokens wanted
+/// (≥ 1). Returns {granted, wait ms}: granted ≥ 1 and wait 0, or granted 0 and the ms until one
+/// token is there. With 1 wanted this is plain GCRA. Microseconds (Lua numbers hold them
+/// exactly) so that budgets above 1,000 events per second per subject are not rounded down to
+/// one event per ms.
 const GCRA: &str = r#"
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local want = tonumber(ARGV[3])
 local tat = tonumber(redis.call('GET', KEYS[1]) or now)
 if tat < now then tat = now end
 local available = burst - math.ceil((tat - now) / interval)
-if available < 1 then return {0, tat - (burst - 1) * interval - now} end
+if available < 1 then return {0, math.ceil((tat - (burst - 1) * interval - now) / 1000)} end
 local granted = math.min(want, available)
 local new_tat = tat + granted * interval
-redis.call('SET', KEYS[1], new_tat, 'PX', new_tat - now + 1)
+redis.call('SET', KEYS[1], new_tat, 'PX', math.ceil((new_tat - now) / 1000) + 1)
 return {granted, 0}
 "#;
 
@@ -57,16 +59,16 @@ pub fn max_lease(q: Quota) -> u32 {
     if q.limit < LEASE_MIN_BUDGET { 1 } else { q.limit / LEASE_DIVISOR }
 }
 
-/// The GCRA emission interval in whole ms (Redis' clock has ms here): at least 1.
-fn interval_ms(q: Quota) -> u64 {
-    (q.window.as_millis() as u64 / u64::from(q.limit.max(1))).max(1)
+/// The GCRA emission interval in whole µs: at least 1.
+fn interval_us(q: Quota) -> u64 {
+    (q.window.as_micros() as u64 / u64::from(q.limit.max(1))).max(1)
 }
 
 /// How long a node may spend leased tokens: the time the budget takes to grow back one full
 /// lease, at most a second (a node that stops using its lease releases nothing, so short).
 /// Tokens spent that late add at most one lease to any window.
 pub fn lease_lifetime(q: Quota) -> Duration {
-    Duration::from_millis(interval_ms(q).saturating_mul(u64::from(max_lease(q)))).min(Duration::from_secs(1))
+    Duration::from_micros(interval_us(q).saturating_mul(u64::from(max_lease(q)))).min(Duration::from_secs(1))
 }
 
 /// Tokens a node holds for one subject.
@@ -119,7 +121,7 @@ impl RedisRateLimiter {
             self.script.evalsha_with_reload(
                 &self.client,
                 k,
-                vec![interval_ms(q), u64::from(q.limit), u64::from(want.max(1))],
+                vec![interval_us(q), u64::from(q.limit), u64::from(want.max(1))],
             ),
         )
         .await
@@ -181,8 +183,10 @@ mod tests {
     #[test]
     fn a_lease_lives_while_its_tokens_grow_back_at_most_a_second() {
         assert_eq!(lease_lifetime(quota(1000, 10)), Duration::from_millis(100));
-        // 1 ms is the finest interval: a lease of 10,000 tokens takes 10 s to grow back.
-        assert_eq!(lease_lifetime(quota(1_000_000, 1)), Duration::from_secs(1));
+        // 1 µs per token: a lease of 10,000 tokens grows back in 10 ms.
+        assert_eq!(lease_lifetime(quota(1_000_000, 1)), Duration::from_millis(10));
+        assert_eq!(interval_us(quota(1_000_000, 1)), 1);
+        assert_eq!(interval_us(quota(30, 10)), 333_333);
         assert_eq!(lease_lifetime(quota(200, 3600)), Duration::from_secs(1));
     }
 

@@ -8,7 +8,7 @@
 //! | `P:lastseen:{u:USER}` | string ms | user | 30 days |
 //! | `P:gen:{u:USER}` | string (random) | user | 1 day |
 //! | `P:cache:{u:USER}:KIND:VARIANT` | string `GEN\nJSON` | user | the kind's TTL (60 s / 30 s) |
-//! | `P:rl:KIND:{KEY}` | string (GCRA TAT) | subject | until the budget is full again |
+//! | `P:rlu:KIND:{KEY}` | string (GCRA TAT, µs) | subject | until the budget is full again |
 //! | `P:{nodes}:heartbeat` | zset node → expiry ms | nodes | owned: one member per node, removed by the reaper |
 //! | `P:{nodes}:users:NODE` | set of users | nodes | `PEXPIRE` 10 × TTL, re-armed by refreshes; deleted by the reaper |
 //!
@@ -43,7 +43,7 @@ pub fn cached(p: &str, user: &str, kind: &str, variant: &str) -> String {
 
 /// GCRA state of one rate-limited subject (a user or a client address).
 pub fn rate(p: &str, kind: &str, subject: &str) -> String {
-    format!("{p}:rl:{kind}:{{{subject}}}")
+    format!("{p}:rlu:{kind}:{{{subject}}}")
 }
 
 /// Heartbeats of every node (`{nodes}` slot).
