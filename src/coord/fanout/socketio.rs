@@ -8,7 +8,7 @@
 use std::{collections::HashSet, str::FromStr, time::Duration};
 
 use async_trait::async_trait;
-use socketioxide::{SocketIo, adapter::Adapter, socket::Sid};
+use socketioxide::{SocketIo, adapter::Adapter, operators::BroadcastOperators, socket::Sid};
 use tokio::sync::RwLock;
 
 use super::{Audience, Fanout, FanoutError, ServerEvent};
@@ -58,11 +58,7 @@ impl<A: Adapter> Fanout for SocketIoFanout<A> {
                 return Ok(());
             }
         };
-        // Operators from a socket leave that socket out (gone already: nobody to leave out).
-        let res = match except.as_deref().and_then(|id| self.socket(id)) {
-            Some(socket) => socket.to(rooms).emit(event.name(), event).await,
-            None => self.io.to(rooms).emit(event.name(), event).await,
-        };
+        let res = self.operators(except.as_deref()).to(rooms).emit(event.name(), event).await;
         drop(closed);
         res.map_err(|e| FanoutError(e.to_string()))
     }
@@ -89,6 +85,15 @@ impl<A: Adapter> SocketIoFanout<A> {
         Sid::from_str(id).ok().and_then(|sid| self.io.get_socket(sid))
     }
 
+    /// Broadcast operators that leave `except` out: operators made from a socket skip it (one
+    /// that is not on this node, or gone already, has nothing to leave out).
+    fn operators(&self, except: Option<&str>) -> BroadcastOperators<A> {
+        match except.and_then(|id| self.socket(id)) {
+            Some(socket) => socket.broadcast(),
+            None => self.io.broadcast(),
+        }
+    }
+
     /// Emits to the sockets of `room` on this node only (no adapter broadcast), but `except` if
     /// it is one of them; nothing after [`Fanout::close`].
     pub async fn emit_local<T: ?Sized + serde::Serialize>(
@@ -102,11 +107,7 @@ impl<A: Adapter> SocketIoFanout<A> {
         if *closed {
             return Err(FanoutError("node is shutting down".into()));
         }
-        let res = match except.and_then(|id| self.socket(id)) {
-            Some(socket) => socket.local().to(room).emit(event, data).await,
-            None => self.io.local().to(room).emit(event, data).await,
-        };
-        res.map_err(|e| FanoutError(e.to_string()))
+        self.operators(except).local().to(room).emit(event, data).await.map_err(|e| FanoutError(e.to_string()))
     }
 
     /// Whether [`Fanout::close`] has begun.
