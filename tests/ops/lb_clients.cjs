@@ -79,18 +79,13 @@ async function conversation(who, other, jobId) {
   return r.body.data._id;
 }
 
-// send(c, conv, i): one message, acked.
-async function send(c, conv, text, cmid) {
-  return ack(c.s, "send_message", { conversationId: conv, content: text, clientMessageId: cmid });
-}
-
-// send(c, conv, text, cmid) with the ack also recorded among the socket's events (as "(ack)"):
-// socket.io-client calls ack callbacks and event listeners in the order the packets arrived.
-function sendMarked(c, conv, text, cmid) {
+// send(c, conv, text, cmid): one message, acked (or {status: "timeout"} as sio.ack answers).
+// The ack is also recorded among the socket's events, as "(ack)": socket.io-client calls ack
+// callbacks and event listeners in the order the packets arrived.
+function send(c, conv, text, cmid) {
   return new Promise((resolve) => {
-    const timer = setTimeout(() => resolve({ status: "timeout" }), 10000);
-    c.s.emit("send_message", { conversationId: conv, content: text, clientMessageId: cmid }, (r) => {
-      clearTimeout(timer);
+    c.s.timeout(10000).emit("send_message", { conversationId: conv, content: text, clientMessageId: cmid }, (err, r) => {
+      if (err) return resolve({ status: "timeout", message: String(err.message) });
       c.s.events.push(["(ack)", r]);
       resolve(r);
     });
@@ -112,7 +107,7 @@ async function exchange(label, senders, receivers, conv, n) {
   const sent = [];
   for (let i = 0; i < n; i++) {
     const c = senders[i % senders.length];
-    const r = await sendMarked(c, conv, `${label} ${i} from ${c.name}`, `${label}-${RUN}-${i}`);
+    const r = await send(c, conv, `${label} ${i} from ${c.name}`, `${label}-${RUN}-${i}`);
     acks.push(r);
     if (isOk(r)) {
       ids.push(r.data.message._id);
