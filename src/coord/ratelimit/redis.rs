@@ -64,11 +64,14 @@ fn interval_us(q: Quota) -> u64 {
     (q.window.as_micros() as u64 / u64::from(q.limit.max(1))).max(1)
 }
 
-/// How long a node may spend leased tokens: the time the budget takes to grow back one full
-/// lease, at most a second (a node that stops using its lease releases nothing, so short).
-/// Tokens spent that late add at most one lease to any window.
+/// How long a node may spend leased tokens: the budget's window, at most a second (a node that
+/// stops using its lease releases nothing, so short). Tokens are debited when leased, so tokens
+/// spent up to one lifetime late still add at most one lease per node to any window. Not the
+/// time one lease takes to grow back: for a large budget that is a few ms, shorter than the gap
+/// between one user's events, so every lease expired before its second token and the limiter
+/// ran one script per event after all.
 pub fn lease_lifetime(q: Quota) -> Duration {
-    Duration::from_micros(interval_us(q).saturating_mul(u64::from(max_lease(q)))).min(Duration::from_secs(1))
+    q.window.min(Duration::from_secs(1))
 }
 
 /// Tokens a node holds for one subject.
@@ -181,10 +184,15 @@ mod tests {
     }
 
     #[test]
-    fn a_lease_lives_while_its_tokens_grow_back_at_most_a_second() {
-        assert_eq!(lease_lifetime(quota(1000, 10)), Duration::from_millis(100));
-        // 1 µs per token: a lease of 10,000 tokens grows back in 10 ms.
-        assert_eq!(lease_lifetime(quota(1_000_000, 1)), Duration::from_millis(10));
+    fn a_lease_lives_for_its_window_at_most_a_second() {
+        assert_eq!(lease_lifetime(quota(1000, 10)), Duration::from_secs(1));
+        // 1 µs per token: a lease of 10,000 tokens grows back in 10 ms, but a user sending ten
+        // messages a second still spends it over many events.
+        assert_eq!(lease_lifetime(quota(1_000_000, 1)), Duration::from_secs(1));
+        assert_eq!(
+            lease_lifetime(Quota { limit: 5000, window: Duration::from_millis(200) }),
+            Duration::from_millis(200)
+        );
         assert_eq!(interval_us(quota(1_000_000, 1)), 1);
         assert_eq!(interval_us(quota(30, 10)), 333_333);
         assert_eq!(lease_lifetime(quota(200, 3600)), Duration::from_secs(1));
