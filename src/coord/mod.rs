@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-pub use cache::{Cache, CacheKind, Generation};
+pub use cache::{Cache, CacheKind};
 pub use presence::{PresenceBackend, UserStatus};
 pub use ratelimit::{LimitKind, Quota, RateLimiter};
 

@@ -7,7 +7,10 @@
 //! - one conversation per (sorted participant pair, jobId);
 //! - `seq` per conversation is 1, 2, 3 … with no gap and no duplicate;
 //! - one message per (senderId, clientMessageId): a retried insert returns the original;
-//! - a write is durable before the call returns `Ok`.
+//! - a write is durable before the call returns `Ok`;
+//! - a write changes the [view version](Store::view_version) of every user whose conversation
+//!   list or unread counts it changes, atomically with the change where the backend can (SQLite)
+//!   and otherwise after it, before the call returns.
 
 use async_trait::async_trait;
 
@@ -31,6 +34,17 @@ pub enum StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Version of a user's views (conversation list, unread counts): caches keep a view under the
+/// version read *before* the data it was built from, and serve it only while that version is
+/// still the current one. A fresh random value on every change (so a reset database never
+/// revives an old cache entry); 0 until the user's first change.
+pub type ViewVersion = u64;
+
+/// A new view version: positive as a signed integer (both backends store i64) and never 0.
+pub fn fresh_view_version() -> i64 {
+    (rand::random::<u64>() >> 1).max(1) as i64
+}
 
 /// A message to persist; the store assigns `_id`, `seq` and `createdAt`.
 #[derive(Debug, Clone)]
@@ -171,6 +185,12 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<DeliveryReceipt>;
     /// Non-zero unread counts of a user: (conversationId, count).
     async fn unread_counts(&self, user: &str) -> StoreResult<Vec<(String, i64)>>;
+
+    /// The user's current view version (see [`ViewVersion`]).
+    async fn view_version(&self, user: &str) -> StoreResult<ViewVersion>;
+    /// New view versions for changes the store cannot see as such (a profile shown in the
+    /// partners' lists); the writes above change versions by themselves.
+    async fn bump_view_versions(&self, users: &[String]) -> StoreResult<()>;
 }
 
 /// Sorted pair, so (a, b) and (b, a) name the same conversation.

@@ -11,7 +11,7 @@ use crate::{
     chat::model::{Conversation, User},
     store::{
         DeliveryReceipt, HistoryQuery, Inserted, ListCursor, NewMessage, Page, PoolStats, ReadReceipt, Store,
-        StoreResult,
+        StoreResult, ViewVersion,
     },
 };
 
@@ -82,5 +82,11 @@ impl Store for MeteredStore {
     }
     async fn unread_counts(&self, user: &str) -> StoreResult<Vec<(String, i64)>> {
         timed!(self, "unread_counts", self.0.unread_counts(user))
+    }
+    async fn view_version(&self, user: &str) -> StoreResult<ViewVersion> {
+        timed!(self, "view_version", self.0.view_version(user))
+    }
+    async fn bump_view_versions(&self, users: &[String]) -> StoreResult<()> {
+        timed!(self, "bump_view_versions", self.0.bump_view_versions(users))
     }
 }

@@ -94,12 +94,13 @@ pub mod labels {
         "mark_read",
         "mark_delivered",
         "unread_counts",
+        "view_version",
+        "bump_view_versions",
         "settle_conversation",
     ];
     /// `chat_redis_errors_total{op}` (cluster mode).
     pub const REDIS_OPS: &[&str] = &[
         "cache_get",
-        "cache_invalidate",
         "cache_put",
         "presence_add",
         "presence_leave",

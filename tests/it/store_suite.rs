@@ -113,6 +113,7 @@ store_cases! {
     case_list_conversations => sqlite_list_conversations, mongo_list_conversations;
     case_conversation_partners => sqlite_conversation_partners, mongo_conversation_partners;
     case_timestamps => sqlite_timestamps, mongo_timestamps;
+    case_view_versions => sqlite_view_versions, mongo_view_versions;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -915,4 +916,46 @@ async fn case_two_nodes(first: Arc<dyn Store>, second: Arc<dyn Store>) {
         assert_eq!(c.last_message.as_ref().map(|m| m.content.as_str()), Some("once"));
         assert_eq!((c.unread_of("bob"), c.unread_of("alice")), (50, 51));
     }
+}
+
+/// Every write that changes a user's conversation list or unread counts gives the user a new
+/// view version by the time it returns; reads and writes that change nothing leave it alone.
+async fn case_view_versions(store: Arc<dyn Store>) {
+    let v = |u: &'static str| {
+        let store = store.clone();
+        async move { store.view_version(u).await.unwrap() }
+    };
+    assert_eq!(v("alice").await, 0, "no change yet");
+    let conv = conversation(&store, "alice", "bob", None).await;
+    let (a1, b1) = (v("alice").await, v("bob").await);
+    assert!(a1 != 0 && b1 != 0, "creation changes both lists");
+    assert_eq!(v("carol").await, 0, "others are untouched");
+    let again = conversation(&store, "alice", "bob", None).await;
+    assert_eq!(again.id, conv.id);
+    assert_eq!((v("alice").await, v("bob").await), (a1, b1), "finding it changes nothing");
+
+    let m = store.insert_message(new_message(&conv, "alice", "hi", Some("cm-v"))).await.unwrap().message;
+    let (a2, b2) = (v("alice").await, v("bob").await);
+    assert!(a2 != a1 && b2 != b1, "a message changes both lists");
+    // A retry may change them again (MongoDB does: its first attempt may have stopped short).
+    assert!(!store.insert_message(new_message(&conv, "alice", "x", Some("cm-v"))).await.unwrap().created);
+
+    let (a3, b3) = (v("alice").await, v("bob").await);
+    assert!(store.mark_delivered(&conv.id, "bob", m.seq).await.unwrap().changed());
+    let (a4, b4) = (v("alice").await, v("bob").await);
+    assert!(a4 != a3 && b4 != b3, "a delivery receipt changes the last message in both lists");
+    assert!(!store.mark_delivered(&conv.id, "bob", m.seq).await.unwrap().changed());
+    assert_eq!((v("alice").await, v("bob").await), (a4, b4), "a repeated receipt changes nothing");
+
+    store.mark_read(&conv.id, "bob", None).await.unwrap();
+    let (a5, b5) = (v("alice").await, v("bob").await);
+    assert!(a5 != a4 && b5 != b4, "a read receipt changes both");
+
+    store.bump_view_versions(&["alice".to_owned(), "carol".to_owned()]).await.unwrap();
+    assert_ne!(v("alice").await, a5);
+    assert_ne!(v("carol").await, 0);
+    assert_eq!(v("bob").await, b5);
+    let _ = store.unread_counts("bob").await.unwrap();
+    let _ = store.list_conversations("bob", 20, None).await.unwrap();
+    assert_eq!(v("bob").await, b5, "reads change nothing");
 }

@@ -38,9 +38,6 @@ impl ChatService {
         self.register_user(me).await?;
         let (conv, created) = self.store.find_or_create_conversation(me.id(), participant_id, job_id).await?;
         self.remember(&conv);
-        if created {
-            self.invalidate(&[me.id(), participant_id]).await?;
-        }
         let mut views = self.views(me.id(), vec![conv]).await?;
         self.mark_online(&mut views).await;
         Ok((views.remove(0), created))
@@ -125,8 +122,8 @@ impl ChatService {
         self.check_rate(LimitKind::Read, me.id()).await?;
         let canonical = limit == super::LIST_DEFAULT_LIMIT && cursor.is_none();
         let variant = "first";
-        let (cached, gen_) =
-            if canonical { self.cache_get(CacheKind::Conversations, me.id(), variant).await } else { (None, None) };
+        let (cached, version) =
+            if canonical { self.cache_get(CacheKind::Conversations, me.id(), variant).await? } else { (None, None) };
         let mut views: Vec<ConversationView> = match cached.and_then(|s| serde_json::from_str(&s).ok()) {
             Some(v) => v,
             None => {
@@ -135,7 +132,7 @@ impl ChatService {
                     self.remember(c);
                 }
                 let views = self.views(me.id(), convs).await?;
-                if let (Some(g), Ok(s)) = (gen_, serde_json::to_string(&views)) {
+                if let (Some(g), Ok(s)) = (version, serde_json::to_string(&views)) {
                     self.cache_put(CacheKind::Conversations, me.id(), variant, g, s).await;
                 }
                 views
@@ -170,7 +167,7 @@ impl ChatService {
     #[instrument(skip_all, fields(user_id = %me.id()))]
     pub async fn unread(&self, me: &Identity) -> Result<UnreadSummary, ApiError> {
         self.check_rate(LimitKind::Read, me.id()).await?;
-        let (cached, gen_) = self.cache_get(CacheKind::Unread, me.id(), "").await;
+        let (cached, version) = self.cache_get(CacheKind::Unread, me.id(), "").await?;
         let items: Vec<UnreadItem> = match cached.and_then(|s| serde_json::from_str(&s).ok()) {
             Some(v) => v,
             None => {
@@ -181,7 +178,7 @@ impl ChatService {
                     .into_iter()
                     .map(|(conversation_id, unread_count)| UnreadItem { conversation_id, unread_count })
                     .collect();
-                if let (Some(g), Ok(s)) = (gen_, serde_json::to_string(&items)) {
+                if let (Some(g), Ok(s)) = (version, serde_json::to_string(&items)) {
                     self.cache_put(CacheKind::Unread, me.id(), "", g, s).await;
                 }
                 items

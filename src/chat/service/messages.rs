@@ -1,13 +1,13 @@
-//! Sending a message: validate, authorize, rate-limit, persist (seq assigned), then invalidate
-//! both users' cached views and publish to every other socket together, then answer the caller.
+//! Sending a message: validate, authorize, rate-limit, persist (seq assigned, both users' view
+//! versions changed in the same write), then publish to every other socket, then answer the
+//! caller.
 //!
 //! Order of what the sending socket sees: its ack `{message}`, then `message_delivered`, then
 //! `new_message` (emitted by this node, after the ack); every other socket of both
 //! participants gets `new_message` once, possibly before the sender's ack.
 //!
-//! Once the store has committed a message, its fan-out is attempted whatever fails next: a
-//! failed cache invalidation still publishes (the caller gets `unavailable` and retries). A
-//! retried send (same clientMessageId) is answered with the original and published again, so
+//! Once the store has committed a message, it is acknowledged and its fan-out is attempted; a
+//! failed publish does not fail the send (recipients catch up with `sync`). A retried send (same clientMessageId) is answered with the original and published again, so
 //! a first attempt that failed after its commit still reaches the connected recipients;
 //! clients dedupe `new_message` by `_id` (docs/events.md).
 
@@ -93,10 +93,9 @@ impl ChatService {
                 client_message_id: input.client_message_id,
             })
             .await?;
-        // Committed: from here on nothing may skip the fan-out. The invalidation and the fan-out
-        // to everyone but the sending socket go out together (one Redis round trip: on one
-        // connection, or per shard on a Cluster, the generations are set before the publish
-        // that names the same user); the sending socket is served after its ack, in order.
+        // Committed (both users' view versions with it): from here on nothing may skip the
+        // fan-out. Everyone but the sending socket first; the sending socket is served after
+        // its ack, in order.
         let sent = Sent { message: inserted.message, created: inserted.created };
         let message = &sent.message;
         let users = vec![message.sender_id.clone(), message.receiver_id.clone()];
@@ -107,21 +106,17 @@ impl ChatService {
         let new_message = ServerEvent::NewMessage(NewMessage { message });
         // A failed publish is counted by `publish`; the message is persisted all the same:
         // recipients get it through `sync` on their next reconnect, or from a retry's fan-out.
-        let affected = [me.id(), receiver.as_str()];
-        let (invalidated, _) = tokio::join!(self.invalidate(&affected), self.publish(to, &new_message));
+        let _ = self.publish(to, &new_message).await;
         if sent.created {
             metrics::counter!(m::MESSAGES_TOTAL, "type" => message_type.as_str()).increment(1);
             m::record_message_latency(received_at.elapsed());
         }
         if let Origin::Socket { id, ack } = origin {
-            // A caller told `unavailable` gets no ack nor `message_delivered`: its retry does.
-            if invalidated.is_ok() {
-                ack(&MessageBody { message });
-                let delivered = MessageDelivered { client_message_id: &message.client_message_id, message };
-                let _ = self.publish(Audience::Socket(id.to_owned()), &ServerEvent::MessageDelivered(delivered)).await;
-            }
+            ack(&MessageBody { message });
+            let delivered = MessageDelivered { client_message_id: &message.client_message_id, message };
+            let _ = self.publish(Audience::Socket(id.to_owned()), &ServerEvent::MessageDelivered(delivered)).await;
             let _ = self.publish(Audience::Socket(id.to_owned()), &new_message).await;
         }
-        invalidated.map(|()| sent)
+        Ok(sent)
     }
 }

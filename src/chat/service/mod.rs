@@ -7,9 +7,10 @@
 //! unread), [`receipts`] (read / delivered), [`typing`], [`presence`] (connect, disconnect,
 //! statuses, upkeep). Shared here: authorization, rate limits, caches and the counted publish.
 //!
-//! Ordering on a send: persist (seq assigned) → invalidate both users' cached views and fan out
-//! to every other socket (together) → answer the caller → its own socket. Caches are bumped
-//! before the answer so any node's next read sees the write.
+//! Ordering on a send: persist (seq assigned, and both users' view versions changed in the same
+//! write) → fan out to every other socket → answer the caller → its own socket. Cached views
+//! are keyed by the view version read before the data (`crate::coord::cache`), so any node's
+//! next read sees the write without the send touching a cache.
 
 use std::{sync::Arc, time::Duration};
 
@@ -29,7 +30,7 @@ use crate::{
         presence::PresenceTracker,
     },
     error::ApiError,
-    store::Store,
+    store::{Store, ViewVersion},
     telemetry::metrics as m,
 };
 
@@ -137,7 +138,7 @@ impl ChatService {
     /// Registers or refreshes the caller's user record from its token claims.
     ///
     /// Read-your-writes for profiles: when the claims change what partners see (name, avatar,
-    /// role), every partner's cached views are invalidated before this returns, so once the
+    /// role), every partner's view version is changed before this returns, so once the
     /// connect or request that carried the new token is answered, every node lists the new
     /// profile.
     pub async fn register_user(&self, me: &Identity) -> Result<(), ApiError> {
@@ -157,8 +158,7 @@ impl ChatService {
         if before.is_none_or(|b| !same_profile(&b, &me.user)) {
             let mut users = self.store.conversation_partners(me.id()).await?;
             users.push(me.id().to_owned());
-            let users: Vec<&str> = users.iter().map(String::as_str).collect();
-            self.invalidate(&users).await?;
+            self.store.bump_view_versions(&users).await?;
         }
         // Forgetting only costs one more upsert per user.
         insert_bounded(&self.users_seen, USERS_SEEN_MAX, me.id().to_owned(), (me.user.clone(), Instant::now()));
@@ -200,31 +200,32 @@ impl ChatService {
         insert_bounded(&self.participants, PARTICIPANTS_CACHE_MAX, conv.id.clone(), conv.participants.clone());
     }
 
-    async fn invalidate(&self, users: &[&str]) -> Result<(), ApiError> {
-        self.cache.invalidate(users).await.map_err(|e| {
-            tracing::warn!(error = %e, "cache invalidation failed");
-            ApiError::Unavailable
-        })
-    }
-
-    /// Cache read; `gen` is None when the cache is unavailable (then nothing is stored either).
-    async fn cache_get(&self, kind: CacheKind, user: &str, variant: &str) -> (Option<String>, Option<u64>) {
-        match self.cache.get(kind, user, variant).await {
-            Ok((v, g)) => {
+    /// Cache read: the user's view version (read first: the data is read after it) and the
+    /// value cached under it. The version is None when the cache is unavailable (then nothing
+    /// is stored either).
+    async fn cache_get(
+        &self,
+        kind: CacheKind,
+        user: &str,
+        variant: &str,
+    ) -> Result<(Option<String>, Option<ViewVersion>), ApiError> {
+        let version = self.store.view_version(user).await?;
+        Ok(match self.cache.get(kind, user, variant, version).await {
+            Ok(v) => {
                 let result = if v.is_some() { "hit" } else { "miss" };
                 metrics::counter!(m::CACHE_REQUESTS_TOTAL, "cache" => kind.name(), "result" => result).increment(1);
-                (v, Some(g))
+                (v, Some(version))
             }
             Err(e) => {
                 metrics::counter!(m::CACHE_REQUESTS_TOTAL, "cache" => kind.name(), "result" => "error").increment(1);
                 tracing::warn!(error = %e, "cache unavailable, reading the store");
                 (None, None)
             }
-        }
+        })
     }
 
-    async fn cache_put(&self, kind: CacheKind, user: &str, variant: &str, gen_: u64, value: String) {
-        if let Err(e) = self.cache.put(kind, user, variant, gen_, value).await {
+    async fn cache_put(&self, kind: CacheKind, user: &str, variant: &str, version: ViewVersion, value: String) {
+        if let Err(e) = self.cache.put(kind, user, variant, version, value).await {
             tracing::warn!(error = %e, "cache put failed");
         }
     }

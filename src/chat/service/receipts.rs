@@ -34,7 +34,6 @@ impl ChatService {
         let participants = self.authorize(me.id(), conversation_id).await?;
         let ReadReceipt { up_to_seq, read_at, unread_count, .. } =
             self.store.mark_read(conversation_id, me.id(), up_to_seq).await?;
-        self.invalidate(&[&participants[0], &participants[1]]).await?;
         let read_at = rfc3339(&read_at);
         let event = MessagesRead { conversation_id, reader_id: me.id(), up_to_seq, read_at: &read_at };
         // Persisted: a failed fan-out (counted by `publish`) does not fail the call.
@@ -62,7 +61,6 @@ impl ChatService {
             return Ok(receipt);
         }
         let sender = if participants[0] == me.id() { &participants[1] } else { &participants[0] };
-        self.invalidate(&[&participants[0], &participants[1]]).await?;
         let event = MessagesDelivered { conversation_id, up_to_seq: receipt.up_to_seq };
         let _ = self.publish(Audience::user(sender), &ServerEvent::MessagesDelivered(event)).await;
         Ok(receipt)

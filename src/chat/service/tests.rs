@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::*;
 use crate::{
-    chat::model::Role,
+    chat::model::{MessageStatus, Role},
     coord::{
         Quota,
         cache::local::LocalCache,
@@ -145,71 +145,101 @@ async fn a_socket_send_acks_then_tells_the_socket_then_fans_out() {
     );
 }
 
-/// A cache whose invalidation fails once broken (Redis down right after the store's commit).
+/// A cache that answers every call with an error once broken (Redis down), counting its hits.
 #[derive(Default)]
-struct BrokenInvalidation(LocalCache, std::sync::atomic::AtomicBool);
+struct SwitchableCache(LocalCache, std::sync::atomic::AtomicBool, std::sync::atomic::AtomicUsize);
+
+impl SwitchableCache {
+    fn check(&self) -> crate::coord::CoordResult<()> {
+        if self.1.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(crate::coord::CoordError::Unavailable("cache refused by the test".into()));
+        }
+        Ok(())
+    }
+}
 
 #[async_trait::async_trait]
-impl crate::coord::Cache for BrokenInvalidation {
+impl crate::coord::Cache for SwitchableCache {
     async fn get(
         &self,
         kind: crate::coord::CacheKind,
         user: &str,
         variant: &str,
-    ) -> crate::coord::CoordResult<(Option<String>, crate::coord::Generation)> {
-        self.0.get(kind, user, variant).await
+        version: ViewVersion,
+    ) -> crate::coord::CoordResult<Option<String>> {
+        self.check()?;
+        let hit = self.0.get(kind, user, variant, version).await?;
+        if hit.is_some() {
+            self.2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        Ok(hit)
     }
     async fn put(
         &self,
         kind: crate::coord::CacheKind,
         user: &str,
         variant: &str,
-        gen_: crate::coord::Generation,
+        version: ViewVersion,
         value: String,
     ) -> crate::coord::CoordResult<()> {
-        self.0.put(kind, user, variant, gen_, value).await
-    }
-    async fn invalidate(&self, users: &[&str]) -> crate::coord::CoordResult<()> {
-        if self.1.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(crate::coord::CoordError::Unavailable("invalidation refused by the test".into()));
-        }
-        self.0.invalidate(users).await
+        self.check()?;
+        self.0.put(kind, user, variant, version, value).await
     }
 }
 
 #[tokio::test]
-async fn a_committed_message_is_published_even_when_invalidation_fails() {
-    let cache = Arc::new(BrokenInvalidation::default());
+async fn a_send_needs_no_cache_and_reads_fall_back_to_the_store_while_it_is_down() {
+    let cache = Arc::new(SwitchableCache::default());
     let k = kit_with(100, cache.clone());
-    let conv2 = k.conversation().await;
+    let conv = k.conversation().await;
     cache.1.store(true, std::sync::atomic::Ordering::SeqCst);
     let acked = Arc::new(Mutex::new(0));
     let count = acked.clone();
     let ack = Box::new(move |_: &crate::chat::responses::MessageBody<'_>| *count.lock().unwrap() += 1);
-    let res =
-        k.chat.send_message(&who("alice"), send(&conv2, "hi", Some("c-9")), Origin::Socket { id: "s", ack }).await;
-    assert!(matches!(res, Err(ApiError::Unavailable)), "the caller is told: {res:?}");
-    assert_eq!(*acked.lock().unwrap(), 0, "no success ack for a failed call");
-    let published = k.fanout.take();
-    let published: Vec<_> = published.iter().map(|p| (p.event, &p.to)).collect();
-    assert_eq!(
-        published,
-        vec![
-            ("new_message", &Audience::UsersExcept { users: vec!["alice".into(), "bob".into()], socket: "s".into() }),
-            ("new_message", &Audience::Socket("s".into())),
-        ],
-        "delivered to everyone, the sender's socket included, with no message_delivered"
-    );
-    // The client's retry, once the cache answers again: acked, told, delivered again.
-    cache.1.store(false, std::sync::atomic::Ordering::SeqCst);
-    let count = acked.clone();
-    let ack = Box::new(move |_: &crate::chat::responses::MessageBody<'_>| *count.lock().unwrap() += 1);
-    let retry =
-        k.chat.send_message(&who("alice"), send(&conv2, "hi", Some("c-9")), Origin::Socket { id: "s", ack }).await;
-    assert!(!retry.expect("the retry succeeds").created);
+    let res = k.chat.send_message(&who("alice"), send(&conv, "hi", Some("c-9")), Origin::Socket { id: "s", ack }).await;
+    assert!(res.expect("the send does not touch the cache").created);
     assert_eq!(*acked.lock().unwrap(), 1);
     let events: Vec<_> = k.fanout.take().iter().map(|p| p.event).collect();
     assert_eq!(events, ["new_message", "message_delivered", "new_message"]);
+    let unread = k.chat.unread(&who("bob")).await.expect("read from the store");
+    assert_eq!(unread.total, 1);
+}
+
+#[tokio::test]
+async fn cached_views_are_served_until_a_write_and_never_after_it() {
+    let cache = Arc::new(SwitchableCache::default());
+    let k = kit_with(100, cache.clone());
+    let conv = k.conversation().await;
+    let hits = || cache.2.load(std::sync::atomic::Ordering::SeqCst);
+    let bob = who("bob");
+    let total = |u: crate::chat::responses::UnreadSummary| u.total;
+    assert_eq!(total(k.chat.unread(&bob).await.unwrap()), 0);
+    assert_eq!(total(k.chat.unread(&bob).await.unwrap()), 0);
+    assert_eq!(hits(), 1, "the second read is a hit");
+    let list = k.chat.list_conversations(&bob, LIST_DEFAULT_LIMIT, None).await.unwrap();
+    assert!(list.conversations[0].last_message.is_none());
+
+    // Each write is seen by the next read, with no cache call on the write path.
+    k.chat.send_message(&who("alice"), send(&conv, "one", None), Origin::Rest).await.unwrap();
+    assert_eq!(total(k.chat.unread(&bob).await.unwrap()), 1);
+    let list = k.chat.list_conversations(&bob, LIST_DEFAULT_LIMIT, None).await.unwrap();
+    assert_eq!(list.conversations[0].last_message.as_ref().map(|m| m.content.as_str()), Some("one"));
+    let before = hits();
+    assert_eq!(total(k.chat.unread(&bob).await.unwrap()), 1);
+    assert_eq!(hits(), before + 1, "unchanged since: a hit again");
+
+    k.chat.mark_read(&bob, &conv, None).await.unwrap();
+    assert_eq!(total(k.chat.unread(&bob).await.unwrap()), 0);
+    let list = k.chat.list_conversations(&who("alice"), LIST_DEFAULT_LIMIT, None).await.unwrap();
+    assert_eq!(list.conversations[0].last_message.as_ref().map(|m| m.status), Some(MessageStatus::Read));
+
+    // A profile change reaches the partner's cached list.
+    let mut renamed = who("alice");
+    renamed.user.name = "Alice Smith".into();
+    k.chat.register_user(&renamed).await.unwrap();
+    let list = k.chat.list_conversations(&bob, LIST_DEFAULT_LIMIT, None).await.unwrap();
+    let names: Vec<_> = list.conversations[0].participants.iter().map(|p| p.name.clone()).collect();
+    assert!(names.contains(&"Alice Smith".to_owned()), "{names:?}");
 }
 
 #[tokio::test]

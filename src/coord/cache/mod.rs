@@ -1,16 +1,18 @@
 //! Read caches of conversation lists and unread counts: [`local`] in this process, [`redis`]
 //! shared by the nodes.
 //!
-//! Caches use per-user generations: a write bumps the generation of every user it affects
-//! before it is acknowledged, and cached values live under the generation that was current
-//! *before* the store was read. A reader after the ack therefore never sees a value computed
-//! before the write (read-your-writes on every node), with no delete/refill race.
+//! Entries are tagged with the user's view version ([`ViewVersion`]), which the store changes
+//! in the same write as the data (or right after it, before the write returns). A reader reads
+//! the version *before* the data and stores what it built under that version; an entry is
+//! served only to a reader that read the same version. So a reader after an acknowledged write
+//! never sees a value built before it (read-your-writes on every node), writes cost the cache
+//! nothing, and a lost or late put can only cost a miss, never a stale answer.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::coord::CoordResult;
+use crate::{coord::CoordResult, store::ViewVersion};
 
 pub mod local;
 pub mod redis;
@@ -37,16 +39,24 @@ impl CacheKind {
     }
 }
 
-/// Generation of a user's cached views at the time of a read.
-pub type Generation = u64;
-
 #[async_trait]
 pub trait Cache: Send + Sync + 'static {
-    /// The cached value (if any) and the user's current generation, read together.
-    async fn get(&self, kind: CacheKind, user: &str, variant: &str) -> CoordResult<(Option<String>, Generation)>;
-    /// Stores a value computed after reading generation `gen`; ignored if it has moved on.
-    async fn put(&self, kind: CacheKind, user: &str, variant: &str, gen_: Generation, value: String)
-    -> CoordResult<()>;
-    /// Bumps the generation of each user: all their cached views are stale from now on.
-    async fn invalidate(&self, users: &[&str]) -> CoordResult<()>;
+    /// The value cached for this view under `version`, if any (an entry under another version
+    /// is a miss).
+    async fn get(
+        &self,
+        kind: CacheKind,
+        user: &str,
+        variant: &str,
+        version: ViewVersion,
+    ) -> CoordResult<Option<String>>;
+    /// Stores a value built from data read after `version` was read.
+    async fn put(
+        &self,
+        kind: CacheKind,
+        user: &str,
+        variant: &str,
+        version: ViewVersion,
+        value: String,
+    ) -> CoordResult<()>;
 }

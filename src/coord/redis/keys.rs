@@ -6,8 +6,7 @@
 //! |---|---|---|---|
 //! | `P:presence:{u:USER}` | zset node → expiry ms | user | `PEXPIRE` = presence TTL, re-armed by refreshes |
 //! | `P:lastseen:{u:USER}` | string ms | user | 30 days |
-//! | `P:gen:{u:USER}` | string (random) | user | 1 day |
-//! | `P:cache:{u:USER}:KIND:VARIANT` | string `GEN\nJSON` | user | the kind's TTL (60 s / 30 s) |
+//! | `P:cache:{u:USER}:KIND:VARIANT` | string `VERSION\nJSON` | user | the kind's TTL (60 s / 30 s) |
 //! | `P:rlu:KIND:{KEY}` | string (GCRA TAT, µs) | subject | until the budget is full again |
 //! | `P:{nodes}:heartbeat` | zset node → expiry ms | nodes | owned: one member per node, removed by the reaper |
 //! | `P:{nodes}:users:NODE` | set of users | nodes | `PEXPIRE` 10 × TTL, re-armed by refreshes; deleted by the reaper |
@@ -31,12 +30,7 @@ pub fn last_seen(p: &str, user: &str) -> String {
     format!("{p}:lastseen:{{u:{user}}}")
 }
 
-/// The user's cache generation (`{u:…}` slot, with the user's cached values).
-pub fn generation(p: &str, user: &str) -> String {
-    format!("{p}:gen:{{u:{user}}}")
-}
-
-/// One cached view of the user (`{u:…}` slot, with [`generation`]).
+/// One cached view of the user (`{u:…}` slot, with [`presence`]).
 pub fn cached(p: &str, user: &str, kind: &str, variant: &str) -> String {
     format!("{p}:cache:{{u:{user}}}:{kind}:{variant}")
 }
@@ -97,8 +91,7 @@ mod tests {
     fn keys_of_one_operation_share_a_slot() {
         let u = "auth0|abc.def@x";
         assert_eq!(tag(&presence("p", u)), tag(&last_seen("p", u)));
-        assert_eq!(tag(&generation("p", u)), tag(&cached("p", u, "conversations", "20:")));
-        assert_eq!(tag(&generation("p", u)), tag(&presence("p", u)));
+        assert_eq!(tag(&cached("p", u, "conversations", "20:")), tag(&presence("p", u)));
         assert_eq!(tag(&heartbeats("p")), tag(&node_users("p", "node-1")));
         assert_eq!(tag(&rate("p", "message", u)), u);
         assert_ne!(tag(&presence("p", "a")), tag(&presence("p", "b")));

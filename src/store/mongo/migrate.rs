@@ -25,7 +25,7 @@ use super::{
     connect::{enforced, prepare},
     errors::map_err,
     query::{self, IndexSpec},
-    schema::{CONVERSATIONS, MESSAGES, USERS},
+    schema::{CONVERSATIONS, MESSAGES, USERS, VIEW_VERSIONS},
 };
 use crate::store::{StoreError, StoreResult};
 
@@ -142,7 +142,7 @@ async fn plan_on(db: &Database, names: &Names) -> StoreResult<MigrationPlan> {
         }
     }
     let mut foreign = Vec::new();
-    for logical in [USERS, CONVERSATIONS, MESSAGES] {
+    for logical in [USERS, CONVERSATIONS, MESSAGES, VIEW_VERSIONS] {
         let coll = db.collection::<Document>(&names.of(logical));
         let found = coll
             .find_one(query::foreign_documents(logical))

@@ -11,6 +11,10 @@
 //!   unique index (a unique index over an array is enforced per element).
 //! - `messages` `{ _id: ObjectId, conversationId: ObjectId, seq, senderId, receiverId,
 //!   messageType, content, status, clientMessageId|null, createdAt }`.
+//! - `view_versions` `{ _id: <user id string>, v }`: the user's view version, set to a fresh
+//!   value after every write that changes the user's conversation list or unread counts and
+//!   before the write returns (no transaction: after the change, so a cache that reads the new
+//!   version then the data always sees the change).
 //!
 //! Domain ids are the 24-hex strings of these ObjectIds; an id that does not parse finds nothing
 //! (`get_conversation` → `None`, `history`/`messages_after` → empty page, `insert_message`/
@@ -159,7 +163,9 @@ use self::{
     pool::PoolMetrics,
     schema::{ConversationDoc, MessageDoc},
 };
-use super::{DeliveryReceipt, HistoryQuery, Inserted, ListCursor, NewMessage, Page, ReadReceipt, Store, StoreResult};
+use super::{
+    DeliveryReceipt, HistoryQuery, Inserted, ListCursor, NewMessage, Page, ReadReceipt, Store, StoreResult, ViewVersion,
+};
 use crate::chat::model::{Conversation, User};
 
 /// Opens the MongoDB store: parses the URI, applies the defaults and the enforced concerns
@@ -187,6 +193,7 @@ pub struct MongoStore {
     users: Collection<User>,
     conversations: Collection<ConversationDoc>,
     messages: Collection<MessageDoc>,
+    view_versions: Collection<bson::Document>,
     /// The deadline of a call, also sent as `maxTimeMS` and `wtimeout`.
     deadline: Duration,
     schema: Arc<SchemaGate>,
@@ -215,6 +222,7 @@ impl MongoStore {
             users: db.collection(&names.of(schema::USERS)),
             conversations: db.collection(&names.of(schema::CONVERSATIONS)),
             messages: db.collection(&names.of(schema::MESSAGES)),
+            view_versions: db.collection(&names.of(schema::VIEW_VERSIONS)),
             db,
             names,
             deadline,
@@ -314,5 +322,14 @@ impl Store for MongoStore {
 
     async fn unread_counts(&self, user: &str) -> StoreResult<Vec<(String, i64)>> {
         reads::unread_counts(self, user).await
+    }
+
+    async fn view_version(&self, user: &str) -> StoreResult<ViewVersion> {
+        reads::view_version(self, user).await
+    }
+
+    async fn bump_view_versions(&self, users: &[String]) -> StoreResult<()> {
+        let users: Vec<&str> = users.iter().map(String::as_str).collect();
+        self.call(writes::bump_view_versions(self, &users)).await
     }
 }

@@ -14,7 +14,7 @@ use super::{
 };
 use crate::{
     chat::model::{Conversation, User},
-    store::{HistoryQuery, ListCursor, Page, StoreError, StoreResult},
+    store::{HistoryQuery, ListCursor, Page, StoreError, StoreResult, ViewVersion},
 };
 
 impl MongoStore {
@@ -125,6 +125,14 @@ fn page_from(rows: Vec<MessageDoc>, limit: u32, newest_first: bool) -> Page {
 
 fn empty_page() -> Page {
     Page { messages: Vec::new(), has_more: false }
+}
+
+pub(super) async fn view_version(s: &MongoStore, user: &str) -> StoreResult<ViewVersion> {
+    s.call(async {
+        let found = s.view_versions.find_one(query::user_key(user)).max_time(s.deadline).await.map_err(map_err)?;
+        Ok(found.and_then(|d| d.get_i64("v").ok()).map_or(0, |v| v as ViewVersion))
+    })
+    .await
 }
 
 #[cfg(test)]

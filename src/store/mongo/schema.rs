@@ -15,6 +15,8 @@ use crate::{
 pub(super) const USERS: &str = "users";
 pub(super) const CONVERSATIONS: &str = "conversations";
 pub(super) const MESSAGES: &str = "messages";
+/// `{ _id: <user id string>, v: <i64> }`: a user's view version (`crate::store::ViewVersion`).
+pub(super) const VIEW_VERSIONS: &str = "view_versions";
 
 /// A domain id as an `ObjectId`; `None` for anything that is not 24 hex digits (never panics).
 pub(super) fn parse_id(s: &str) -> Option<ObjectId> {

@@ -14,7 +14,9 @@ use super::{
 };
 use crate::{
     chat::model::{Conversation, User, now},
-    store::{DeliveryReceipt, Inserted, NewMessage, ReadReceipt, StoreError, StoreResult, sorted_pair},
+    store::{
+        DeliveryReceipt, Inserted, NewMessage, ReadReceipt, StoreError, StoreResult, fresh_view_version, sorted_pair,
+    },
     telemetry::metrics::DB_ERRORS_TOTAL,
 };
 
@@ -43,6 +45,33 @@ pub(super) async fn upsert_user(s: &MongoStore, user: &User) -> StoreResult<()> 
     .await
 }
 
+/// A fresh view version for each user (concurrently), after the change it stands for.
+pub(super) async fn bump_view_versions(s: &MongoStore, users: &[&str]) -> StoreResult<()> {
+    futures::future::try_join_all(users.iter().map(|u| async move {
+        for _ in 0..MAX_UPSERT_ATTEMPTS {
+            let update = query::view_version_set(fresh_view_version());
+            // Two first writes at once can both try to insert: the loser updates next round.
+            match s.view_versions.update_one(query::user_key(u), update).upsert(true).await {
+                Ok(_) => return Ok(()),
+                Err(e) if is_duplicate_key(&e) => continue,
+                Err(e) => return Err(map_err(e)),
+            }
+        }
+        Err(StoreError::Conflict(format!("view version of {u} kept colliding on upsert")))
+    }))
+    .await
+    .map(|_| ())
+}
+
+/// The participants' view versions after a receipt (the conversation is read for them).
+async fn bump_participants(s: &MongoStore, id: ObjectId) -> StoreResult<()> {
+    if let Some(conv) = s.conversation_by_key(query::by_id(id)).await? {
+        let [a, b] = &conv.participants;
+        bump_view_versions(s, &[a, b]).await?;
+    }
+    Ok(())
+}
+
 pub(super) async fn find_or_create_conversation(
     s: &MongoStore,
     a: &str,
@@ -64,6 +93,9 @@ pub(super) async fn find_or_create_conversation(
             match res {
                 Ok(Some(conv)) => {
                     let created = conv.id == id;
+                    if created {
+                        bump_view_versions(s, &[&pair[0], &pair[1]]).await?;
+                    }
                     return Ok((conv.into_domain(), created));
                 }
                 Ok(None) => {}
@@ -94,6 +126,8 @@ pub(super) async fn insert_message(s: &MongoStore, msg: NewMessage) -> StoreResu
             "message stored; conversation summary left for the next writer to catch up");
         metrics::counter!(DB_ERRORS_TOTAL, "op" => "settle_conversation").increment(1);
     }
+    // Also on a retry: the original's bump may be the step that failed.
+    s.call(bump_view_versions(s, &[&doc.sender_id, &doc.receiver_id])).await?;
     Ok(Inserted { message: doc.into_domain(), created })
 }
 
@@ -104,7 +138,12 @@ pub(super) async fn mark_read(
     up_to_seq: Option<i64>,
 ) -> StoreResult<ReadReceipt> {
     let id = parse_id(conversation_id).ok_or(StoreError::NotFound)?;
-    s.call(flow::mark_read(s, id, reader, up_to_seq, now())).await
+    s.call(async {
+        let receipt = flow::mark_read(s, id, reader, up_to_seq, now()).await?;
+        bump_participants(s, id).await?;
+        Ok(receipt)
+    })
+    .await
 }
 
 pub(super) async fn mark_delivered(
@@ -114,5 +153,12 @@ pub(super) async fn mark_delivered(
     up_to_seq: i64,
 ) -> StoreResult<DeliveryReceipt> {
     let Some(id) = parse_id(conversation_id) else { return Ok(DeliveryReceipt { up_to_seq: 0, updated: 0 }) };
-    s.call(flow::mark_delivered(s, id, receiver, up_to_seq)).await
+    s.call(async {
+        let receipt = flow::mark_delivered(s, id, receiver, up_to_seq).await?;
+        if receipt.changed() {
+            bump_participants(s, id).await?;
+        }
+        Ok(receipt)
+    })
+    .await
 }

@@ -39,7 +39,7 @@ use deadpool_sqlite::Pool;
 
 use super::{
     DeliveryReceipt, HistoryQuery, Inserted, ListCursor, NewMessage, Page, PoolStats, ReadReceipt, Store, StoreError,
-    StoreResult, sorted_pair,
+    StoreResult, ViewVersion, sorted_pair,
 };
 use crate::chat::model::{Conversation, User};
 use checkpoint::Checkpointer;
@@ -209,5 +209,15 @@ impl Store for SqliteStore {
     async fn unread_counts(&self, user: &str) -> StoreResult<Vec<(String, i64)>> {
         let user = user.to_owned();
         self.read(move |c| reads::unread_counts(c, &user)).await
+    }
+
+    async fn view_version(&self, user: &str) -> StoreResult<ViewVersion> {
+        let user = user.to_owned();
+        self.read(move |c| reads::view_version(c, &user)).await
+    }
+
+    async fn bump_view_versions(&self, users: &[String]) -> StoreResult<()> {
+        let users = users.to_vec();
+        self.write(move |c| writes::bump_view_versions(c, &users)).await
     }
 }

@@ -17,7 +17,7 @@ use super::{
 };
 use crate::{
     chat::model::{Conversation, User},
-    store::{HistoryQuery, ListCursor, Page, StoreError, StoreResult},
+    store::{HistoryQuery, ListCursor, Page, StoreError, StoreResult, ViewVersion},
 };
 
 /// Read connections per process.
@@ -160,5 +160,12 @@ pub(super) fn unread_counts(c: &Connection, user: &str) -> StoreResult<Vec<(Stri
     stmt.query_map(params![user], |r| Ok((r.get(0)?, r.get(1)?)))
         .map_err(map_err)?
         .collect::<Result<Vec<_>, _>>()
+        .map_err(map_err)
+}
+
+pub(super) fn view_version(c: &Connection, user: &str) -> StoreResult<ViewVersion> {
+    c.prepare_cached("SELECT v FROM view_versions WHERE user_id = ?1")
+        .and_then(|mut s| s.query_row(params![user], |r| r.get::<_, i64>(0)).optional())
+        .map(|v| v.map_or(0, |v| v as ViewVersion))
         .map_err(map_err)
 }

@@ -72,6 +72,11 @@ CREATE UNIQUE INDEX IF NOT EXISTS messages_sender_client_id ON messages(sender_i
 CREATE INDEX IF NOT EXISTS messages_sender ON messages(sender_id);
 CREATE INDEX IF NOT EXISTS messages_receiver_status ON messages(receiver_id, status);
 DROP INDEX IF EXISTS messages_conversation_receiver_status;
+-- A user's view version (`crate::store::ViewVersion`), set by the same transaction as the change.
+CREATE TABLE IF NOT EXISTS view_versions (
+    user_id TEXT PRIMARY KEY,
+    v INTEGER NOT NULL
+) WITHOUT ROWID;
 "#;
 
 /// Columns added after the first schema, as (column, definition); added to an older file on open.

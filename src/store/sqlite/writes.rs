@@ -4,6 +4,10 @@
 //! `seq` comes from `UPDATE conversations SET last_seq = last_seq + 1 … RETURNING` in the same
 //! transaction as the message insert: a write that fails rolls back to its savepoint, taking
 //! its seq with it, so the seqs stored are gap-free whichever process writes.
+//!
+//! Each write that changes what a user's conversation list or unread counts show sets that
+//! user's view version in the same transaction ([`bump_view_versions`]): a cache can never see
+//! the new version with the old data, nor the reverse.
 
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -13,8 +17,21 @@ use super::{
 };
 use crate::{
     chat::model::{Conversation, Message, MessageStatus, User, new_id, now},
-    store::{DeliveryReceipt, Inserted, NewMessage, ReadReceipt, StoreError, StoreResult},
+    store::{DeliveryReceipt, Inserted, NewMessage, ReadReceipt, StoreError, StoreResult, fresh_view_version},
 };
+
+/// A fresh view version for each user (one upsert each, inside the caller's transaction).
+pub(super) fn bump_view_versions<S: AsRef<str>>(c: &Connection, users: &[S]) -> StoreResult<()> {
+    let mut s = c
+        .prepare_cached(
+            "INSERT INTO view_versions (user_id, v) VALUES (?1, ?2) ON CONFLICT(user_id) DO UPDATE SET v = excluded.v",
+        )
+        .map_err(map_err)?;
+    for u in users {
+        s.execute(params![u.as_ref(), fresh_view_version()]).map_err(map_err)?;
+    }
+    Ok(())
+}
 
 pub(super) fn upsert_user(c: &Connection, u: &User) -> StoreResult<()> {
     c.prepare_cached(
@@ -45,6 +62,9 @@ pub(super) fn find_or_create_conversation(
         .and_then(|mut s| s.execute(params![new_id(), ua, ub, job_key, job, t]))
         .map_err(map_err)?
         == 1;
+    if created {
+        bump_view_versions(c, &[ua, ub])?;
+    }
     let conv = c
         .prepare_cached(&format!(
             "SELECT {CONVERSATION_COLUMNS} FROM {CONVERSATION_FROM}
@@ -110,16 +130,19 @@ pub(super) fn insert_message(c: &Connection, msg: NewMessage) -> StoreResult<Ins
         ])
     })
     .map_err(map_err)?;
+    bump_view_versions(c, &[&message.sender_id, &message.receiver_id])?;
     Ok(Inserted { message, created: true })
 }
 
 pub(super) fn mark_read(c: &Connection, id: &str, reader: &str, up_to_seq: Option<i64>) -> StoreResult<ReadReceipt> {
-    let (last_seq, read_seq): (i64, i64) = c
+    let (last_seq, read_seq, users): (i64, i64, [String; 2]) = c
         .prepare_cached(
-            "SELECT last_seq, CASE WHEN user_a = ?2 THEN read_seq_a ELSE read_seq_b END
+            "SELECT last_seq, CASE WHEN user_a = ?2 THEN read_seq_a ELSE read_seq_b END, user_a, user_b
              FROM conversations WHERE id = ?1",
         )
-        .and_then(|mut s| s.query_row(params![id, reader], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+        .and_then(|mut s| {
+            s.query_row(params![id, reader], |r| Ok((r.get(0)?, r.get(1)?, [r.get(2)?, r.get(3)?]))).optional()
+        })
         .map_err(map_err)?
         .ok_or(StoreError::NotFound)?;
     let up = up_to_seq.map_or(last_seq, |u| u.min(last_seq));
@@ -149,17 +172,21 @@ pub(super) fn mark_read(c: &Connection, id: &str, reader: &str, up_to_seq: Optio
     )
     .and_then(|mut s| s.execute(params![id, reader, unread, read_seq]))
     .map_err(map_err)?;
+    // The reader's counts, and the last message's status in both lists.
+    bump_view_versions(c, &users)?;
     Ok(ReadReceipt { up_to_seq: up, read_at: now(), unread_count: unread, updated: updated as u64 })
 }
 
 pub(super) fn mark_delivered(c: &Connection, id: &str, receiver: &str, up_to_seq: i64) -> StoreResult<DeliveryReceipt> {
-    let Some((last_seq, done_seq)): Option<(i64, i64)> = c
+    let Some((last_seq, done_seq, users)): Option<(i64, i64, [String; 2])> = c
         .prepare_cached(
             "SELECT last_seq, CASE WHEN user_a = ?2 THEN MAX(read_seq_a, delivered_seq_a)
-                                   ELSE MAX(read_seq_b, delivered_seq_b) END
+                                   ELSE MAX(read_seq_b, delivered_seq_b) END, user_a, user_b
              FROM conversations WHERE id = ?1",
         )
-        .and_then(|mut s| s.query_row(params![id, receiver], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+        .and_then(|mut s| {
+            s.query_row(params![id, receiver], |r| Ok((r.get(0)?, r.get(1)?, [r.get(2)?, r.get(3)?]))).optional()
+        })
         .map_err(map_err)?
     else {
         return Ok(DeliveryReceipt { up_to_seq: 0, updated: 0 });
@@ -184,5 +211,8 @@ pub(super) fn mark_delivered(c: &Connection, id: &str, receiver: &str, up_to_seq
     )
     .and_then(|mut s| s.execute(params![id, receiver, up]))
     .map_err(map_err)?;
+    if updated > 0 {
+        bump_view_versions(c, &users)?;
+    }
     Ok(DeliveryReceipt { up_to_seq: up, updated: updated as u64 })
 }

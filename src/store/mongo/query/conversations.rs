@@ -29,6 +29,11 @@ pub(crate) fn user_upsert(
     doc! { "$set": { "name": name, "email": email, "role": role.as_str(), "avatar": avatar, "updatedAt": now } }
 }
 
+/// Upsert body of a user's view version (`view_versions`, keyed like users by [`user_key`]).
+pub(crate) fn view_version_set(v: i64) -> Document {
+    doc! { "$set": { "v": v } }
+}
+
 // ---- conversations --------------------------------------------------------------------------
 
 /// The unique key: sorted pair and job (`null` = no job; the unique index treats it as a value).
@@ -133,6 +138,11 @@ mod tests {
         *,
     };
     use crate::chat::model::MessageType;
+
+    #[test]
+    fn a_view_version_is_one_field_set_by_upsert() {
+        assert_eq!(view_version_set(7), doc! { "$set": { "v": 7_i64 } });
+    }
 
     fn message(seq: i64) -> MessageDoc {
         MessageDoc {

@@ -6,7 +6,7 @@ use mongodb::{IndexModel, options::IndexOptions};
 
 use crate::{
     chat::model::Role,
-    store::mongo::schema::{CONVERSATIONS, MESSAGES, USERS},
+    store::mongo::schema::{CONVERSATIONS, MESSAGES, USERS, VIEW_VERSIONS},
 };
 
 // ---- existing databases ----------------------------------------------------------------------
@@ -19,6 +19,10 @@ pub(crate) fn foreign_documents(collection: &str) -> Document {
             { "_id": { "$not": { "$type": "string" } } },
             { "name": { "$not": { "$type": "string" } } },
             { "role": { "$nin": [Role::Customer.as_str(), Role::Contractor.as_str(), Role::Admin.as_str()] } },
+        ] },
+        VIEW_VERSIONS => doc! { "$or": [
+            { "_id": { "$not": { "$type": "string" } } },
+            { "v": { "$not": { "$type": "long" } } },
         ] },
         CONVERSATIONS => doc! { "$or": [
             { "_id": { "$not": { "$type": "objectId" } } },
