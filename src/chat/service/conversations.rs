@@ -132,8 +132,8 @@ impl ChatService {
                     self.remember(c);
                 }
                 let views = self.views(me.id(), convs).await?;
-                if let (Some(g), Ok(s)) = (version, serde_json::to_string(&views)) {
-                    self.cache_put(CacheKind::Conversations, me.id(), variant, g, s).await;
+                if let (Some(v), Ok(s)) = (version, serde_json::to_string(&views)) {
+                    self.cache_put(CacheKind::Conversations, me.id(), variant, v, s).await;
                 }
                 views
             }
@@ -178,8 +178,8 @@ impl ChatService {
                     .into_iter()
                     .map(|(conversation_id, unread_count)| UnreadItem { conversation_id, unread_count })
                     .collect();
-                if let (Some(g), Ok(s)) = (version, serde_json::to_string(&items)) {
-                    self.cache_put(CacheKind::Unread, me.id(), "", g, s).await;
+                if let (Some(v), Ok(s)) = (version, serde_json::to_string(&items)) {
+                    self.cache_put(CacheKind::Unread, me.id(), "", v, s).await;
                 }
                 items
             }

@@ -7,9 +7,10 @@
 //! participants gets `new_message` once, possibly before the sender's ack.
 //!
 //! Once the store has committed a message, it is acknowledged and its fan-out is attempted; a
-//! failed publish does not fail the send (recipients catch up with `sync`). A retried send (same clientMessageId) is answered with the original and published again, so
-//! a first attempt that failed after its commit still reaches the connected recipients;
-//! clients dedupe `new_message` by `_id` (docs/events.md).
+//! failed publish does not fail the send (recipients catch up with `sync`). A retried send (same
+//! clientMessageId) is answered with the original and published again, so a first attempt that
+//! failed after its commit still reaches the connected recipients; clients dedupe `new_message` by
+//! `_id` (docs/events.md).
 
 use tokio::time::Instant;
 use tracing::instrument;
