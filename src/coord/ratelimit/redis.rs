@@ -6,7 +6,7 @@
 //! Leases: a budget large enough (≥ [`LEASE_MIN_BUDGET`] events per window) is not asked once
 //! per event. A node takes a few tokens at once from the shared GCRA state (the script grants
 //! up to the number asked, never more than the budget holds) and spends them locally for at
-//! most [`lease_lifetime`]. The cluster-wide budget stays the bound: tokens a node holds are
+//! most [`LEASE_LIFETIME`]. The cluster-wide budget stays the bound: tokens a node holds are
 //! gone from the shared state. The cost is bounded and small: a node's unspent tokens (at most
 //! one lease, ≤ 1/[`LEASE_DIVISOR`] of the budget) are refused to the user's other nodes until
 //! they grow back, and tokens spent up to one lifetime late can exceed a window's budget by one
@@ -64,15 +64,13 @@ fn interval_us(q: Quota) -> u64 {
     (q.window.as_micros() as u64 / u64::from(q.limit.max(1))).max(1)
 }
 
-/// How long a node may spend leased tokens: the budget's window, at most a second (a node that
-/// stops using its lease releases nothing, so short). Tokens are debited when leased, so tokens
-/// spent up to one lifetime late still add at most one lease per node to any window. Not the
-/// time one lease takes to grow back: for a large budget that is a few ms, shorter than the gap
-/// between one user's events, so every lease expired before its second token and the limiter
-/// ran one script per event after all.
-pub fn lease_lifetime(q: Quota) -> Duration {
-    q.window.min(Duration::from_secs(1))
-}
+/// How long a node may spend leased tokens, whatever the budget's window. It does not loosen the
+/// bound: tokens are debited when leased, so a window sees at most what the shared state grants
+/// in it plus the one lease per node held at its start, however old that lease is. It sets how
+/// often a steady sender asks Redis (a lease grows towards what its user sends in one lifetime):
+/// at one second, a user sending five messages a second still ran a script every five or so.
+/// Unspent tokens are lost either way (refused to other nodes until they grow back).
+pub const LEASE_LIFETIME: Duration = Duration::from_secs(5);
 
 /// Tokens a node holds for one subject.
 #[derive(Debug, Clone, Copy)]
@@ -94,6 +92,24 @@ impl Lease {
         } else {
             self.size
         }
+    }
+
+    /// One event against a subject's lease: `None` when it spent a token the node holds, or the
+    /// number of tokens to ask the shared state for.
+    fn spend(lease: Option<&mut Lease>, now: Instant, max: u32) -> Option<u32> {
+        match lease {
+            Some(l) if l.left > 0 && now < l.until => {
+                l.left -= 1;
+                None
+            }
+            Some(l) => Some(l.next_size(now, max)),
+            None => Some(1),
+        }
+    }
+
+    /// The lease after the shared state granted `granted` (≥ 1) of `want`: one spent at once.
+    fn granted(granted: u32, want: u32, now: Instant) -> Lease {
+        Lease { left: granted - 1, until: now + LEASE_LIFETIME, size: want }
     }
 }
 
@@ -143,13 +159,8 @@ impl RateLimiter for RedisRateLimiter {
         }
         let now = Instant::now();
         let id = (kind, key.to_owned());
-        let want = match self.leases.get_mut(&id) {
-            Some(mut l) if l.left > 0 && now < l.until => {
-                l.left -= 1;
-                return Ok(Ok(()));
-            }
-            Some(l) => l.next_size(now, max),
-            None => 1,
+        let Some(want) = Lease::spend(self.leases.get_mut(&id).as_deref_mut(), now, max) else {
+            return Ok(Ok(()));
         };
         let granted = match self.take(kind, key, q, want).await? {
             Ok(n) => n,
@@ -158,9 +169,8 @@ impl RateLimiter for RedisRateLimiter {
         if self.leases.len() >= LEASES_MAX {
             self.leases.clear();
         }
-        let until = Instant::now() + lease_lifetime(q);
         // A concurrent refill of the same subject is overwritten: its tokens are only refused.
-        self.leases.insert(id, Lease { left: granted - 1, until, size: want });
+        self.leases.insert(id, Lease::granted(granted, want, Instant::now()));
         Ok(Ok(()))
     }
 }
@@ -184,18 +194,10 @@ mod tests {
     }
 
     #[test]
-    fn a_lease_lives_for_its_window_at_most_a_second() {
-        assert_eq!(lease_lifetime(quota(1000, 10)), Duration::from_secs(1));
-        // 1 µs per token: a lease of 10,000 tokens grows back in 10 ms, but a user sending ten
-        // messages a second still spends it over many events.
-        assert_eq!(lease_lifetime(quota(1_000_000, 1)), Duration::from_secs(1));
-        assert_eq!(
-            lease_lifetime(Quota { limit: 5000, window: Duration::from_millis(200) }),
-            Duration::from_millis(200)
-        );
+    fn emission_intervals_are_whole_microseconds() {
         assert_eq!(interval_us(quota(1_000_000, 1)), 1);
         assert_eq!(interval_us(quota(30, 10)), 333_333);
-        assert_eq!(lease_lifetime(quota(200, 3600)), Duration::from_secs(1));
+        assert_eq!(interval_us(quota(u32::MAX, 1)), 1);
     }
 
     #[tokio::test(start_paused = true)]
@@ -208,5 +210,34 @@ mod tests {
         let unspent = Lease { left: 3, until, size: 8 };
         assert_eq!(unspent.next_size(until, 10), 4);
         assert_eq!(Lease { left: 1, until, size: 1 }.next_size(until, 10), 1);
+    }
+
+    /// Refills a steady sender needs over `secs` seconds at `per_sec` events, every ask granted.
+    fn refills(per_sec: u32, secs: u32, max: u32) -> u32 {
+        let start = Instant::now();
+        let mut lease = None;
+        let mut asks = 0;
+        for i in 0..per_sec * secs {
+            let now = start + Duration::from_secs(u64::from(i)) / per_sec;
+            if let Some(want) = Lease::spend(lease.as_mut(), now, max) {
+                asks += 1;
+                lease = Some(Lease::granted(want, want, now));
+            }
+        }
+        asks
+    }
+
+    #[test]
+    fn a_steady_sender_asks_the_shared_state_about_once_a_lifetime() {
+        let max = max_lease(quota(1_000_000, 1));
+        // Five a second (the comparison's fan-out): 1, 2, 4, 8, 16 in the first 6 s, then leases of
+        // 16 to 32 tokens for the rest: about one ask per lifetime, not one per second.
+        let asks = refills(5, 60, max);
+        let lifetimes = 60 / LEASE_LIFETIME.as_secs() as u32;
+        assert!(asks <= lifetimes + 10, "{asks} asks in 60 s");
+        assert!(asks <= 25, "{asks} asks for 300 events");
+        assert!(asks >= lifetimes, "{asks} asks in 60 s: leases outlive their lifetime");
+        // A budget's cap holds: 1,000 a window leases at most 10 at once.
+        assert!(refills(50, 10, max_lease(quota(1000, 10))) >= 50);
     }
 }
