@@ -54,7 +54,10 @@ pub fn append_results(started: chrono::DateTime<chrono::Utc>, load_at_start: &st
         load_at_start,
         std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split(' ').take(3).collect::<Vec<_>>().join(" ")
     ));
-    md.push_str(&format!("- node binary: `{}`\n\n```json\n", infra::bin_path().display()));
+    // Relative to the repository when it is inside it: a results file names no machine's paths.
+    let bin = infra::bin_path();
+    let bin = bin.strip_prefix(env!("CARGO_MANIFEST_DIR")).unwrap_or(&bin).to_path_buf();
+    md.push_str(&format!("- node binary: `{}`\n\n```json\n", bin.display()));
     for l in lines {
         md.push_str(l);
         md.push('\n');
