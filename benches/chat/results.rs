@@ -56,8 +56,8 @@ pub fn append_results(started: chrono::DateTime<chrono::Utc>, load_at_start: &st
     ));
     // Relative to the repository when it is inside it: a results file names no machine's paths.
     let bin = infra::bin_path();
-    let bin = bin.strip_prefix(env!("CARGO_MANIFEST_DIR")).unwrap_or(&bin).to_path_buf();
-    md.push_str(&format!("- node binary: `{}`\n\n```json\n", bin.display()));
+    let shown = bin.strip_prefix(env!("CARGO_MANIFEST_DIR")).unwrap_or(&bin);
+    md.push_str(&format!("- node binary: `{}`\n\n```json\n", shown.display()));
     for l in lines {
         md.push_str(l);
         md.push('\n');
